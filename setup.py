@@ -1,0 +1,35 @@
+"""Install: `pip install -e .` (training), `pip install -e '.[test]'` (and the tests)."""
+
+import setuptools
+
+# Ranges are those tested on CPU (Python 3.11): the lower bound is the tested release,
+# the upper bound the next major (or minor, for 0.x packages whose minors break APIs).
+INSTALL_REQUIRES = [
+    'jax>=0.10.2,<0.11',
+    'flax>=0.12.8,<0.13',
+    'optax>=0.2.8,<0.3',
+    'orbax-checkpoint>=0.12.8,<0.13',
+    'clu>=0.0.12,<0.1',
+    'chex>=0.1.92,<0.2',
+    'ml-collections>=1.1.0,<2',
+    'absl-py>=2.5,<3',
+    'numpy>=2.4,<3',
+    'tensorflow-cpu>=2.21,<2.22',
+    'tensorflow-datasets>=4.9.10,<5',
+    'tensorboard>=2.21,<2.22',
+    'protobuf>=6.33,<7',
+    'importlib_resources>=7.1,<8',
+    'pillow>=13,<14',
+]
+
+setuptools.setup(
+    name='vivi',
+    version='0.1.0',
+    description='Learning image representations from video (VIVI and relatives) in JAX.',
+    packages=setuptools.find_packages(include=['vivi', 'vivi.*']),
+    python_requires='>=3.11',
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        'test': ['pytest>=9,<10', 'pytest-xdist>=3.8,<4'],
+    },
+)

@@ -1,0 +1,185 @@
+"""The record schema, the VIVI sampler and the tf.data pipeline."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from vivi.input import augment, pipeline, records, vivi_sampler
+
+SIZE = 16
+NO_AUGMENT = augment.AugmentConfig(image_size=SIZE, crop_area=(1.0, 1.0), crop_aspect=(1, 1),
+                                   flip=False, color=False)
+
+
+def _jpeg(frame_index: int, shot: int) -> bytes:
+  # Solid colour that encodes the frame index (red) and the shot (green), 8 levels apart.
+  image = np.zeros((SIZE, SIZE, 3), np.uint8)
+  image[..., 0] = 8 * frame_index
+  image[..., 1] = 8 * shot
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format='JPEG', quality=95)
+  return buf.getvalue()
+
+
+def _video(name: str, shot_lengths) -> records.Video:
+  shot_ids = np.repeat(np.arange(len(shot_lengths)), shot_lengths)
+  t = len(shot_ids)
+  return records.Video(
+      video_id=name, fps=1.0, frames=[_jpeg(i, s) for i, s in enumerate(shot_ids)],
+      timestamps=np.arange(t, dtype=np.float32), shot_ids=shot_ids,
+      boxes=[np.zeros((0, 4), np.float32)] * t, labels=[np.zeros(0, np.int64)] * t,
+      scores=[np.zeros(0, np.float32)] * t)
+
+
+def _decode_indices(frames):
+  """(frame index, shot) of each solid-colour frame [..., H, W, 3]."""
+  mean = frames.astype(np.float32).mean(axis=(-3, -2))
+  return np.round(mean[..., 0] / 8).astype(int), np.round(mean[..., 1] / 8).astype(int)
+
+
+def _write(tmp_path, shards):
+  paths = []
+  for s, videos in enumerate(shards):
+    path = os.path.join(tmp_path, f'train-{s:05d}.tfrecord')
+    records.write_shard(path, videos)
+    paths.append(path)
+  return paths
+
+
+def _batches(files, sampler, batch_size=1, seed=0, repeat=False, **kw):
+  p = pipeline.make_pipeline(files, sampler, batch_size=batch_size, seed=seed, repeat=repeat,
+                             shuffle_buffer=kw.pop('shuffle_buffer', 1), **kw)
+  return p, list(p)
+
+
+def test_validate_video_names_the_problem():
+  v = _video('v0', [3, 2])
+  v.boxes[1] = np.array([[0.1, 0.2, 1.3, 0.5]], np.float32)
+  v.labels[1], v.scores[1] = np.array([1]), np.array([0.9], np.float32)
+  with pytest.raises(records.RecordError, match=r"f.tfrecord record 4: video 'v0' frame 1: box "
+                                                r"outside the image"):
+    records.validate_video(v, 'f.tfrecord record 4')
+  v = _video('v1', [3, 2])
+  v.shot_ids = v.shot_ids[::-1].copy()
+  with pytest.raises(records.RecordError, match='non-decreasing'):
+    records.validate_video(v)
+
+
+def test_sampler_takes_consecutive_frames_of_consecutive_usable_shots(tmp_path):
+  # Shots of 5, 2, 6, 4, 7 frames; with L=4 the usable shots are 0, 2, 3, 4.
+  files = _write(tmp_path, [[_video('a', [5, 2, 6, 4, 7])]])
+  sampler = vivi_sampler.ViviSampler(num_shots=3, frames_per_shot=4, augment=NO_AUGMENT)
+  seen = set()
+  for seed in range(12):
+    _, batches = _batches(files, sampler, seed=seed)
+    frame, shot = _decode_indices(batches[0]['frames'][0])        # [K, L]
+    assert batches[0]['frames'].shape == (1, 3, 4, SIZE, SIZE, 3)
+    assert np.all(np.diff(frame, axis=1) == 1)                    # Consecutive frames...
+    assert np.all(shot == shot[:, :1])                            # ...of one shot each.
+    seen.add(tuple(shot[:, 0]))
+  assert seen == {(0, 2, 3), (2, 3, 4)}                           # Consecutive usable shots.
+
+
+def test_videos_with_too_few_shots_are_skipped_and_counted(tmp_path):
+  good = [_video(f'g{i}', [4, 4, 4]) for i in range(3)]
+  bad = [_video('short_shots', [3, 3, 3, 3]), _video('two_shots', [9, 9])]
+  files = _write(tmp_path, [bad[:1] + good[:2], bad[1:] + good[2:]])
+  sampler = vivi_sampler.ViviSampler(num_shots=3, frames_per_shot=4, augment=NO_AUGMENT)
+  p, batches = _batches(files, sampler)
+  assert len(batches) == 3
+  assert p.videos_skipped == 2
+
+
+def test_a_dataset_without_usable_videos_stops_with_a_clear_error(tmp_path):
+  files = _write(tmp_path, [[_video('short', [2, 2, 2])]])
+  sampler = vivi_sampler.ViviSampler(num_shots=3, frames_per_shot=4, augment=NO_AUGMENT)
+  with pytest.raises(ValueError, match=r'^5 videos in a row were skipped: no video in .*'
+                                       r'has what the sampler needs \(ViviSampler'):
+    _batches(files, sampler, repeat=True, max_consecutive_skips=5)
+
+
+def test_pipeline_is_deterministic_for_a_seed(tmp_path):
+  files = _write(tmp_path, [[_video(f'v{i}', [6, 7, 5]) for i in range(6)]] * 2)
+  sampler = vivi_sampler.ViviSampler(num_shots=2, frames_per_shot=3,
+                                     augment=augment.AugmentConfig(image_size=SIZE))
+  run = lambda seed: [b['frames'] for b in _batches(
+      files, sampler, batch_size=4, seed=seed, shuffle_buffer=8)[1]]
+  a, b, c = run(0), run(0), run(1)
+  assert len(a) == 3
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+  assert any(not np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_rotation_variant_rotates_frames_and_labels_them(tmp_path):
+  image = np.zeros((SIZE, SIZE, 3), np.uint8)
+  image[:4, :8] = 255  # An asymmetric mark: top-left.
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format='JPEG', quality=100)
+  v = _video('r', [4, 4])
+  v.frames = [buf.getvalue()] * 8
+  files = _write(tmp_path, [[v]])
+  sampler = vivi_sampler.ViviSampler(num_shots=2, frames_per_shot=4, augment=NO_AUGMENT,
+                                     rotate=True)
+  _, batches = _batches(files, sampler)
+  frames, rotation = batches[0]['frames'][0], batches[0]['rotation'][0]
+  for k in range(2):
+    assert sorted(rotation[k]) == [0, 1, 2, 3]                    # (l + r) mod 4.
+    assert np.all(np.diff(rotation[k]) % 4 == 1)
+    for l in range(4):
+      expected = np.rot90(image, rotation[k, l])
+      assert np.abs(frames[k, l].astype(int) - expected).mean() < 10
+
+
+def test_host_shards():
+  files = [f's{i}' for i in range(5)]
+  assert pipeline.host_shards(files, 1, 2) == ['s1', 's3']
+  with pytest.raises(ValueError, match='5 shards cannot feed 8 processes'):
+    pipeline.host_shards(files, 0, 8)
+
+
+def test_transform_boxes_through_crop_and_flip():
+  boxes = tf.constant([[0.5, 0.5, 0.7, 0.9], [0.0, 0.0, 0.1, 0.1]])
+  window = tf.constant([40, 20, 50, 80])          # y0, x0, h, w in a 100 x 100 frame.
+  out, valid = augment.transform_boxes(boxes, tf.constant([True, True]), window,
+                                       tf.constant([100, 100]), tf.constant(True))
+  # Box 0: y (50-40)/50=0.2 .. (70-40)/50=0.6; x (50-20)/80=0.375 .. (90-20)/80=0.875,
+  # flipped: 0.125 .. 0.625. Box 1's centre (5, 5) is outside the crop: dropped.
+  np.testing.assert_allclose(out[0], [0.2, 0.125, 0.6, 0.625], rtol=1e-6)
+  np.testing.assert_array_equal(valid, [True, False])
+
+
+def test_corrupt_shard_error_names_the_file(tmp_path):
+  files = _write(tmp_path, [[_video(f'v{i}', [4, 4]) for i in range(3)]])
+  data = bytearray(open(files[0], 'rb').read())
+  data[len(data) // 2] ^= 0xFF                     # Breaks a record's CRC.
+  open(files[0], 'wb').write(bytes(data))
+  sampler = vivi_sampler.ViviSampler(num_shots=2, frames_per_shot=4, augment=NO_AUGMENT)
+  with pytest.raises(records.RecordError, match=r'train-00000.tfrecord: corrupt shard after '
+                                                r'record \d'):
+    _batches(files, sampler)
+
+
+def test_record_that_is_not_a_video_names_file_and_record(tmp_path):
+  files = _write(tmp_path, [[_video('v0', [4, 4])]])
+  with tf.io.TFRecordWriter(files[0] + '.x') as w:
+    w.write(records.to_sequence_example(_video('v0', [4, 4])).SerializeToString())
+    w.write(b'\x0a\x03not a sequence example')
+  os.replace(files[0] + '.x', files[0])
+  sampler = vivi_sampler.ViviSampler(num_shots=2, frames_per_shot=4, augment=NO_AUGMENT)
+  with pytest.raises(records.RecordError, match=r'train-00000.tfrecord record 1: not a video '
+                                                r'record'):
+    _batches(files, sampler)
+
+
+def test_undecodable_frame_names_file_record_and_frame(tmp_path):
+  v = _video('broken', [4, 4])
+  v.frames[5] = b'\xff\xd8 this is not a jpeg'
+  files = _write(tmp_path, [[_video('ok', [4, 4]), v]])
+  sampler = vivi_sampler.ViviSampler(num_shots=2, frames_per_shot=4, augment=NO_AUGMENT)
+  with pytest.raises(records.RecordError, match=r"record 1 \(broken\) frame 5: undecodable"):
+    _batches(files, sampler)

@@ -1,0 +1,90 @@
+"""ResNet v2: the real ResNet-50 v2 (Keras parity), its variants, and its outputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vivi.models import keras_convert, resnet_v2
+
+
+def _count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _abstract_vars(model, size=64):
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))
+
+
+def test_resnet50_parameter_count_equals_keras_resnet50v2():
+  # tf.keras.applications.ResNet50V2(include_top=False): 23,519,360 trainable parameters.
+  assert _count(_abstract_vars(resnet_v2.ResNetV2(depth=50))['params']) == 23_519_360
+
+
+def test_group_norm_variant_has_the_same_parameter_count():
+  v = _abstract_vars(resnet_v2.ResNetV2(depth=50, norm='group_ws'))
+  assert _count(v['params']) == 23_519_360
+  assert 'batch_stats' not in v
+
+
+def test_width_multiplier_scales_parameters_quadratically():
+  base = _count(_abstract_vars(resnet_v2.ResNetV2(depth=26))['params'])
+  wide = _count(_abstract_vars(resnet_v2.ResNetV2(depth=26, width=3))['params'])
+  assert 8.5 < wide / base < 9.0  # Convolutions scale by 9; norms and biases by 3.
+
+
+@pytest.mark.parametrize('depth', [14, 26, 50, 101, 152])
+def test_feature_maps_of_every_stage(depth):
+  out = jax.eval_shape(
+      lambda: resnet_v2.ResNetV2(depth=depth).init_with_output(
+          jax.random.key(0), jnp.zeros((2, 224, 224, 3)))[0])
+  assert out['stem'].shape == (2, 56, 56, 64)
+  assert out['block1'].shape == (2, 28, 28, 256)
+  assert out['block2'].shape == (2, 14, 14, 512)
+  assert out['block3'].shape == (2, 7, 7, 1024)
+  assert out['block4'].shape == (2, 7, 7, 2048)
+  assert out['pre_logits'].shape == (2, 2048)
+
+
+def test_unknown_depth_and_norm_are_clear_errors():
+  with pytest.raises(ValueError, match='model.depth'):
+    _abstract_vars(resnet_v2.ResNetV2(depth=34))
+  with pytest.raises(ValueError, match='model.norm'):
+    _abstract_vars(resnet_v2.ResNetV2(depth=14, norm='layer'))
+  with pytest.raises(ValueError, match='divisible'):
+    _abstract_vars(resnet_v2.ResNetV2(depth=14, width=0.25, norm='group_ws'))
+
+
+def test_weight_standardisation():
+  k = jax.random.normal(jax.random.key(0), (3, 3, 8, 4)) * 5 + 2
+  s = resnet_v2.standardize(k)
+  np.testing.assert_allclose(s.mean(axis=(0, 1, 2)), 0, atol=1e-5)
+  np.testing.assert_allclose(s.std(axis=(0, 1, 2)), 1, atol=1e-3)
+
+
+def test_group_norm_forward_and_batch_independence():
+  model = resnet_v2.ResNetV2(depth=14, width=0.5, norm='group_ws')
+  x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3), minval=-1, maxval=1)
+  v = model.init(jax.random.key(1), x)
+  full = model.apply(v, x, train=True)['pre_logits']
+  alone = model.apply(v, x[:1], train=True)['pre_logits']
+  np.testing.assert_allclose(full[:1], alone, rtol=1e-4, atol=1e-5)  # No batch statistics.
+
+
+def test_keras_resnet50v2_conversion_reproduces_outputs():
+  tf = pytest.importorskip('tensorflow')
+  keras_model = tf.keras.applications.ResNet50V2(include_top=False, weights=None,
+                                                 input_shape=(96, 96, 3))
+  rng = np.random.default_rng(0)
+  # Randomise the BatchNorm statistics too, so the test covers them.
+  for layer in keras_model.layers:
+    if isinstance(layer, tf.keras.layers.BatchNormalization):
+      g, b, m, v = layer.get_weights()
+      layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.2, b.shape),
+                         rng.normal(0, 0.2, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+  images = rng.uniform(-1, 1, (3, 96, 96, 3)).astype(np.float32)
+  expected = keras_model(images, training=False).numpy()
+  variables = keras_convert.from_keras(keras_model, depth=50)
+  got = resnet_v2.ResNetV2(depth=50).apply(variables, images)['block4']
+  rel = np.abs(np.asarray(got) - expected).max() / np.abs(expected).max()
+  assert rel < 1e-4, rel

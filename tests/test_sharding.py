@@ -1,0 +1,78 @@
+"""The sharded train step: 8 devices compute what 1 device computes (global BatchNorm
+statistics and global triplet / InfoNCE comparisons), and the paper-scale graph is
+consistent."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+STEP_SCRIPT = r'''
+import sys
+import jax, numpy as np
+from configs import vivi
+from vivi import parallel, train
+
+config = vivi.get_config('tiny')
+config.input.image_size = 32
+config.input.batch_videos = 8
+config.objectives.shot_order = dict(weight=0.5)   # Exercise a head with its own rng too.
+config.schedule.warmup_steps = 0                   # Both steps move the parameters.
+model, tx = train.build_model(config), train.make_optimizer(config)
+mesh = parallel.make_mesh()
+state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)), mesh)
+step = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
+rng = np.random.default_rng(0)
+losses = []
+for i in range(2):
+  frames = rng.integers(0, 256, (8, 4, 4, 32, 32, 3), dtype=np.uint8)
+  state, metrics = step(state, parallel.global_batch({'frames': frames}, mesh), jax.random.key(1))
+  losses.append(float(metrics['loss']))
+leaves = jax.tree_util.tree_leaves_with_path(jax.device_get((state.params, state.batch_stats)))
+np.savez(sys.argv[1], losses=np.array(losses), devices=len(jax.devices()),
+         **{jax.tree_util.keystr(p): v for p, v in leaves})
+'''
+
+
+def _run(tmp_path, devices):
+  out = os.path.join(tmp_path, f'{devices}.npz')
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  subprocess.run([sys.executable, '-c', STEP_SCRIPT, out], check=True, env=env, cwd=ROOT,
+                 capture_output=True)
+  return dict(np.load(out))
+
+
+def test_one_device_and_eight_devices_give_the_same_step(tmp_path):
+  one, eight = _run(tmp_path, 1), _run(tmp_path, 8)
+  assert one.pop('devices') == 1 and eight.pop('devices') == 8
+  np.testing.assert_allclose(eight.pop('losses'), one.pop('losses'), rtol=1e-5)
+  assert one.keys() == eight.keys()
+  for key in one:
+    np.testing.assert_allclose(eight[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def test_paper_config_train_step_shapes_at_paper_batch():
+  """jax.eval_shape of the full-size step: 512 videos x 4 shots x 8 frames at 224 px."""
+  sys.path.insert(0, ROOT)
+  from configs import vivi
+  from vivi import train
+  config = vivi.get_config()
+  model, tx = train.build_model(config), train.make_optimizer(config)
+  state = jax.eval_shape(lambda: train.create_train_state(config, model, tx, jax.random.key(0)))
+  batch = jax.eval_shape(lambda: train.init_batch(config))
+  assert batch['frames'].shape == (512, 4, 8, 224, 224, 3)
+  new_state, metrics = jax.eval_shape(train.make_train_step(config, model, tx), state, batch,
+                                      jax.random.key(0))
+  assert jax.tree.map(lambda x: (x.shape, x.dtype), new_state) == jax.tree.map(
+      lambda x: (x.shape, x.dtype), state)
+  assert metrics['loss'].shape == ()
+  assert {'exemplar/loss', 'shot_infonce/loss', 'learning_rate'} <= set(metrics)
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params['encoder']))
+  assert n == 23_519_360

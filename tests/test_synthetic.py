@@ -1,0 +1,202 @@
+"""Tests of the synthetic video world (vivi/input/synthetic.py and synthetic_tasks.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vivi.input import records
+from vivi.input import synthetic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 32
+
+
+def _decode(jpeg: bytes) -> np.ndarray:
+  return np.asarray(Image.open(io.BytesIO(jpeg)).convert('RGB'), np.float32)
+
+
+def _same_video(a: records.Video, b: records.Video) -> bool:
+  return (a.video_id == b.video_id and a.fps == b.fps and a.frames == b.frames
+          and np.array_equal(a.shot_ids, b.shot_ids)
+          and np.allclose(a.timestamps, b.timestamps)
+          and all(np.array_equal(x, y) for x, y in zip(a.boxes, b.boxes))
+          and all(np.array_equal(x, y) for x, y in zip(a.labels, b.labels))
+          and all(np.array_equal(x, y) for x, y in zip(a.scores, b.scores)))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """IoU of one box [4] against boxes [m, 4]."""
+  h = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
+  w = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
+  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+  return h * w / (area(a) + area(b) - h * w + 1e-9)
+
+
+def test_render_is_deterministic_and_index_dependent():
+  a = synthetic.render_video(3, seed=1, image_size=SIZE)
+  b = synthetic.render_video(3, seed=1, image_size=SIZE)
+  assert a.video_id == 'synthetic-1-0000003'
+  assert _same_video(a, b)
+  assert a.frames[0] != synthetic.render_video(4, seed=1, image_size=SIZE).frames[0]
+  assert a.frames[0] != synthetic.render_video(3, seed=2, image_size=SIZE).frames[0]
+
+
+def test_records_validate_and_round_trip():
+  v = synthetic.render_video(0, seed=0, image_size=SIZE)
+  records.validate_video(v)
+  assert _decode(v.frames[0]).shape == (SIZE, SIZE, 3)
+  w = records.from_serialized(records.to_sequence_example(v).SerializeToString())
+  assert w.video_id == v.video_id and w.fps == v.fps and w.frames == v.frames
+  np.testing.assert_array_equal(w.shot_ids, v.shot_ids)
+  np.testing.assert_allclose(w.timestamps, v.timestamps, rtol=1e-6)
+  for f in range(len(v.frames)):
+    np.testing.assert_array_equal(w.boxes[f], v.boxes[f])
+    np.testing.assert_array_equal(w.labels[f], v.labels[f])
+    np.testing.assert_array_equal(w.scores[f], v.scores[f])
+
+
+def test_shots_and_timestamps():
+  num_shots = []
+  for i in range(8):
+    v = synthetic.render_video(i, seed=0, image_size=SIZE)
+    ids = v.shot_ids
+    assert ids[0] == 0 and set(np.diff(ids)) <= {0, 1}  # Non-decreasing, no gaps.
+    lengths = np.bincount(ids)
+    assert lengths.min() >= 4 and lengths.max() <= 14  # Seconds, at 1 fps.
+    np.testing.assert_allclose(v.timestamps, np.arange(len(v.frames)))
+    num_shots.append(len(lengths))
+  assert min(num_shots) >= 3 and max(num_shots) <= 7 and len(set(num_shots)) > 1
+
+
+def test_detections_follow_the_objects():
+  """Boxes are the objects' visible extents (up to jitter), scores and noise as stated."""
+  ious, wrong, low, num_boxes, empty, frames, covered, missed = [], 0, 0, 0, 0, 0, 0, 0
+  for i in range(6):
+    v, truth = synthetic.render_video_with_truth(i, seed=5, image_size=48)
+    for boxes, labels, scores, t in zip(v.boxes, v.labels, v.scores, truth):
+      frames += 1
+      empty += len(boxes) == 0
+      num_boxes += len(boxes)
+      low += int(np.sum(scores < 0.05))
+      assert len(boxes) <= 8 and np.all(np.diff(scores) <= 0)
+      assert np.all((boxes >= 0) & (boxes <= 1)) and np.all(scores > 0) and np.all(scores <= 1)
+      # The truth boxes cover the objects: little coverage is left outside them and there
+      # is a lot inside each (this would fail with swapped or shifted coordinates).
+      cov = t['coverage']
+      inside = np.zeros_like(cov, bool)
+      for b in np.round(t['boxes'] * cov.shape[0]).astype(int):
+        assert cov[b[0]:b[2], b[1]:b[3]].mean() > 0.25
+        inside[b[0]:b[2], b[1]:b[3]] = True
+      covered += np.sum(cov > 0.5)
+      missed += np.sum(cov[~inside] > 0.5)
+      for b, l, s in zip(boxes, labels, scores):
+        if s >= 0.5:  # False positives score at most 0.35.
+          overlap = _iou(b, t['boxes'])
+          ious.append(overlap.max())
+          wrong += int(l != t['classes'][overlap.argmax()])
+  assert missed <= 0.01 * covered, (missed, covered)
+  ious = np.array(ious)
+  assert len(ious) > 100 and np.mean(ious > 0.5) > 0.9, np.mean(ious > 0.5)
+  assert 0.02 < wrong / len(ious) < 0.2  # Label noise of 0.1 (and confusions score lower).
+  assert low > 0 and empty < frames and num_boxes > frames
+
+
+def test_fps_samples_the_same_world_more_densely():
+  slow = synthetic.render_video(5, seed=0, image_size=SIZE, fps=1.0)
+  fast = synthetic.render_video(5, seed=0, image_size=SIZE, fps=4.0)
+  assert fast.fps == 4.0 and len(fast.frames) == 4 * len(slow.frames)
+  np.testing.assert_array_equal(np.bincount(fast.shot_ids), 4 * np.bincount(slow.shot_ids))
+  np.testing.assert_allclose(fast.timestamps, np.arange(len(fast.frames)) / 4.0)
+  # Frame k at 1 fps and frame 4k at 4 fps show the same instant (up to sensor noise),
+  # and are closer to each other than consecutive frames at 1 fps are.
+  same = [np.abs(_decode(slow.frames[k]) - _decode(fast.frames[4 * k])).mean()
+          for k in range(len(slow.frames))]
+  nxt = [np.abs(_decode(slow.frames[k]) - _decode(slow.frames[k + 1])).mean()
+         for k in range(len(slow.frames) - 1)]
+  assert max(same) < 6.0 and np.mean(same) < 0.5 * np.mean(nxt)
+
+
+def _read_folder(folder: str, manifest: records.Manifest) -> list[records.Video]:
+  import tensorflow as tf
+  return [records.from_serialized(r.numpy())
+          for p in manifest.shard_paths(folder) for r in tf.data.TFRecordDataset(p)]
+
+
+def test_build_dataset_counts_and_restart(tmp_path):
+  folder = str(tmp_path / 'd')
+  kw = dict(num_videos=5, image_size=24, seed=3, videos_per_shard=2)
+  m = synthetic.build_dataset(folder, **kw)
+  assert m.shards == [f'train-0000{k}-of-00003.tfrecord' for k in range(3)]
+  assert m.label_map == list(synthetic.CLASS_NAMES) and m.detector == 'synthetic'
+  assert m.fps == 1.0 and m.extra['generator']['seed'] == 3
+  videos = _read_folder(folder, records.Manifest.read(folder))
+  expected = [synthetic.render_video(i, seed=3, image_size=24) for i in range(5)]
+  assert all(_same_video(a, b) for a, b in zip(videos, expected)) and len(videos) == 5
+  assert m.counts == {
+      'videos': 5, 'shots': sum(len(set(v.shot_ids)) for v in expected),
+      'frames': sum(len(v.frames) for v in expected),
+      'boxes': sum(len(l) for v in expected for l in v.labels)}
+  # Restart: a missing shard is rebuilt identically, present ones are left alone.
+  paths = m.shard_paths(folder)
+  before = [open(p, 'rb').read() for p in paths]
+  mtime = os.stat(paths[0]).st_mtime_ns
+  os.remove(paths[1])
+  os.remove(os.path.join(folder, records.MANIFEST))
+  m2 = synthetic.build_dataset(folder, **kw)
+  assert [open(p, 'rb').read() for p in paths] == before
+  assert os.stat(paths[0]).st_mtime_ns == mtime and m2 == m
+  # Several processes write the same bytes.
+  other = str(tmp_path / 'e')
+  synthetic.build_dataset(other, **kw, num_workers=2)
+  assert [open(p, 'rb').read() for p in m.shard_paths(other)] == before
+  with pytest.raises(ValueError, match='different dataset'):
+    synthetic.build_dataset(folder, **{**kw, 'seed': 4})
+
+
+def test_ensure_dataset_and_cli(tmp_path, capsys):
+  folder = synthetic.ensure_dataset(str(tmp_path), num_videos=2, image_size=16, seed=0, fps=2)
+  assert folder == os.path.join(str(tmp_path), 'videos-n2-s16-seed0-fps2')
+  assert records.Manifest.read(folder).counts['videos'] == 2
+  stamp = os.stat(os.path.join(folder, records.MANIFEST)).st_mtime_ns
+  assert synthetic.ensure_dataset(str(tmp_path), num_videos=2, image_size=16, seed=0,
+                                  fps=2) == folder
+  assert os.stat(os.path.join(folder, records.MANIFEST)).st_mtime_ns == stamp  # Not rebuilt.
+  spec = importlib.util.spec_from_file_location(
+      'make_synthetic', os.path.join(REPO, 'data', 'make_synthetic.py'))
+  cli = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cli)
+  out = str(tmp_path / 'cli')
+  cli.main(['--out', out, '--num_videos', '2', '--image_size', '16', '--seed', '0'])
+  assert 'videos=2' in capsys.readouterr().out
+  with open(os.path.join(out, records.MANIFEST)) as f:
+    assert json.load(f)['counts']['videos'] == 2
+
+
+@pytest.mark.parametrize('task', sorted(synthetic.DOWNSTREAM_TASKS))
+def test_downstream_tasks(task):
+  k = synthetic.DOWNSTREAM_TASKS[task]
+  n = 3 * k
+  x, y = synthetic.render_downstream(task, 'train', n, image_size=SIZE, seed=0)
+  assert x.shape == (n, SIZE, SIZE, 3) and x.dtype == np.uint8 and y.dtype == np.int32
+  np.testing.assert_array_equal(np.bincount(y, minlength=k), np.full(k, 3))  # Balanced.
+  x2, y2 = synthetic.render_downstream(task, 'train', n, image_size=SIZE, seed=0)
+  assert np.array_equal(x, x2) and np.array_equal(y, y2)
+  xt, _ = synthetic.render_downstream(task, 'test', n, image_size=SIZE, seed=0)
+  train = {im.tobytes() for im in x}
+  assert len(train) == n and not train & {im.tobytes() for im in xt}
+
+
+def test_downstream_rejects_unknown_names():
+  assert set(synthetic.DOWNSTREAM_TASKS) >= {'class', 'count', 'position', 'orientation',
+                                             'size'}
+  with pytest.raises(ValueError, match='count'):
+    synthetic.render_downstream('colour', 'train', 2, image_size=SIZE, seed=0)
+  with pytest.raises(ValueError, match='test'):
+    synthetic.render_downstream('count', 'val', 2, image_size=SIZE, seed=0)

@@ -1,0 +1,41 @@
+"""Linear probes of the frozen encoder on the synthetic world's held-out tasks.
+
+The training loop runs this on the encoder at initialisation and every
+`config.probe.every_steps`, so every run reports what its representation is worth. Task
+images are rendered once (deterministically from `config.probe.seed`), features are the
+pooled representation ('pre_logits') with BatchNorm in inference mode.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from vivi.evaluate import linear_probe
+from vivi.input import synthetic
+from vivi.models import video_model
+
+
+class SyntheticProbe:
+
+  def __init__(self, config: ml_collections.ConfigDict, model, mesh):
+    p = config.probe
+    self.mesh = mesh
+    self.tasks = {}
+    for task in p.tasks:
+      train = synthetic.render_downstream(task, 'train', p.num_train, image_size=p.image_size,
+                                          seed=p.seed)
+      test = synthetic.render_downstream(task, 'test', p.num_test, image_size=p.image_size,
+                                         seed=p.seed)
+      self.tasks[task] = (train, test, synthetic.DOWNSTREAM_TASKS[task])
+    encode = lambda variables, images: model.apply(
+        variables, images, method=video_model.VideoModel.encode)['pre_logits']
+    self.encode = linear_probe.jit_encoder(encode, mesh)
+
+  def __call__(self, state) -> dict[str, float]:
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    accuracy = {}
+    for task, ((x_tr, y_tr), (x_te, y_te), num_classes) in self.tasks.items():
+      f_tr = linear_probe.extract_features(self.encode, variables, x_tr, self.mesh)
+      f_te = linear_probe.extract_features(self.encode, variables, x_te, self.mesh)
+      accuracy[task] = linear_probe.probe_accuracy(f_tr, y_tr, f_te, y_te, num_classes)
+    return accuracy

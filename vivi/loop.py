@@ -1,0 +1,115 @@
+"""The training loop: data -> sharded step -> metrics, checkpoints and probes.
+
+Resumes automatically from the latest checkpoint in the workdir. Every run reports
+representation quality: a linear probe of the frozen encoder on the synthetic world's
+held-out tasks, for the encoder being trained and for the same encoder at initialisation.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from vivi import checkpoint, parallel, train
+from vivi.evaluate import synthetic_probe
+from vivi.input import augment, datasets, pipeline, records, vivi_sampler
+
+
+def make_input(config: ml_collections.ConfigDict) -> pipeline.HostPipeline:
+  folder = datasets.resolve(config.data)
+  manifest = records.Manifest.read(folder)
+  i = config.input
+  sampler = vivi_sampler.ViviSampler(
+      num_shots=i.num_shots, frames_per_shot=i.frames_per_shot, rotate=i.rotate,
+      augment=augment.AugmentConfig(image_size=i.image_size, crop_area=tuple(i.crop_area),
+                                    flip=i.flip, color=i.color))
+  return pipeline.make_pipeline(
+      manifest.shard_paths(folder), sampler,
+      batch_size=i.batch_videos // jax.process_count(), seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      shuffle_buffer=config.data.shuffle_buffer,
+      max_consecutive_skips=manifest.counts['videos'] + 1)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir`; returns the final probe accuracies (trained and init)."""
+  tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep accelerators for JAX.
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.input.batch_videos, mesh)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+
+  model = train.build_model(config)
+  tx = train.make_optimizer(config)
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  state = parallel.replicate(train.create_train_state(config, model, tx, init_rng), mesh)
+  probe = synthetic_probe.SyntheticProbe(config, model, mesh)
+  init_probe = probe(state)  # Computed before training touches (and donates) the state.
+
+  mngr = checkpoint.manager(workdir, config)
+  state, restored = checkpoint.restore_latest(mngr, state)
+  start = restored or 0
+  if restored:
+    logging.info('Resumed from the checkpoint at step %d in %s', restored, workdir)
+  else:
+    writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+    writer.write_scalars(0, {f'probe_init/{k}': v for k, v in init_probe.items()})
+
+  step_fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
+  host_input = make_input(config)
+  batches = iter(host_input)
+  report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
+                                           writer=writer, every_steps=config.log_every_steps)
+  pending, last_log = [], time.time()
+  for step in range(start + 1, config.num_train_steps + 1):
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      batch = parallel.global_batch(next(batches), mesh)
+      state, metrics = step_fn(state, batch, step_rng)
+    pending.append(metrics)
+    report(step, time.time())
+    if step % config.log_every_steps == 0 or step == config.num_train_steps:
+      means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+      pending = []
+      if not np.isfinite(means['loss']):
+        raise FloatingPointError(f'loss is {means["loss"]} at step {step}; metrics: {means}')
+      means['input/videos_skipped'] = host_input.videos_skipped
+      writer.write_scalars(step, means)
+    if step % config.checkpoint_every_steps == 0 and step != config.num_train_steps:
+      checkpoint.save(mngr, state, config)
+    if step % config.probe.every_steps == 0 and step != config.num_train_steps:
+      writer.write_scalars(step, {f'probe/{k}': v for k, v in probe(state).items()})
+
+  if start < config.num_train_steps:
+    checkpoint.save(mngr, state, config)
+  final = probe(state)
+  writer.write_scalars(config.num_train_steps, {f'probe/{k}': v for k, v in final.items()})
+  mngr.wait_until_finished()
+  mngr.close()
+  writer.flush()
+  _print_probes(final, init_probe, config.num_train_steps)
+  return {'trained': final, 'init': init_probe}
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def _print_probes(trained: dict, init: dict, step: int) -> None:
+  lines = [f'Linear probe accuracy on the synthetic world (held-out test split), step {step}:',
+           f'  {"task":<14}{"trained":>9}{"at init":>9}']
+  for task in trained:
+    lines.append(f'  {task:<14}{trained[task]:>9.3f}{init[task]:>9.3f}')
+  logging.info('\n'.join(lines))
+  if jax.process_index() == 0:
+    print('\n'.join(lines), flush=True)

@@ -1,0 +1,179 @@
+"""Pre-activation (v2) bottleneck ResNet (He et al. 2016, "Identity mappings ...").
+
+The layout follows `tf.keras.applications.ResNet50V2` exactly (so that Keras weights load,
+see `keras_convert.py`): a 7x7/2 stem convolution with bias and no activation, a 3x3/2
+max-pool on the zero-padded stem output, then four stages of bottleneck units. Each unit is
+
+    preact = relu(norm(x))
+    shortcut = conv1x1(preact, stride)   for the first unit of a stage (with bias)
+             = x[::stride, ::stride]     otherwise
+    y = conv1x1(preact) -> norm, relu -> conv3x3(stride) -> norm, relu -> conv1x1 (with bias)
+    out = shortcut + y
+
+with the stride on the *last* unit of stages 1-3 (Keras' convention; stage 4 keeps its
+resolution, so the output stride is 32). A final norm + relu follows the last stage
+(Keras' `post_bn`).
+
+`norm='batch'` uses BatchNorm over the whole (global, sharded) batch; `norm='group_ws'`
+uses GroupNorm with weight-standardised convolutions (Qiao et al. 2019), which VIVI
+(seed 001, section 4) and Romijnders et al. (seed 000, section 4.1) use for co-training.
+
+The model returns every stage's feature map: the object level (seed 000) gathers feature
+columns from stage 4, VITO pools the last two stages.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+STAGE_SIZES = {
+    14: (1, 1, 1, 1),   # The tiny variant (one unit per stage) for tests and smoke runs.
+    26: (2, 2, 2, 2),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+# Keras uses BatchNormalization(epsilon=1.001e-5); the converter relies on matching it.
+BN_EPSILON = 1.001e-5
+
+
+def standardize(kernel: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """Weight standardisation: zero mean, unit variance over each output filter's fan-in."""
+  axes = tuple(range(kernel.ndim - 1))
+  mean = jnp.mean(kernel, axis=axes, keepdims=True)
+  var = jnp.var(kernel, axis=axes, keepdims=True)
+  return (kernel - mean) * jax.lax.rsqrt(var + eps)
+
+
+class Conv(nn.Module):
+  """A 2D convolution whose kernel is optionally weight-standardised.
+
+  1x1 convolutions are computed as a matmul over channels (after striding), which is the
+  same function with the same parameter shape as `nn.Conv`, but XLA:CPU runs it faster.
+  Padding is explicit and symmetric, as Keras' ZeroPadding2D + 'valid' convolution.
+  """
+  features: int
+  kernel_size: int
+  strides: int = 1
+  padding: int = 0
+  use_bias: bool = False
+  weight_std: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param('kernel', nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+                        (k, k, x.shape[-1], self.features), jnp.float32)
+    if self.weight_std:
+      kernel = standardize(kernel)
+    kernel = kernel.astype(self.dtype)
+    x = x.astype(self.dtype)
+    if k == 1 and self.padding == 0:
+      x = x[:, ::self.strides, ::self.strides, :]
+      y = jnp.einsum('bhwc,cd->bhwd', x, kernel[0, 0])
+    else:
+      p = self.padding
+      y = jax.lax.conv_general_dilated(
+          x, kernel, window_strides=(self.strides, self.strides),
+          padding=((p, p), (p, p)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+    return y
+
+
+class Norm(nn.Module):
+  """BatchNorm (statistics over the global batch) or GroupNorm, chosen by name."""
+  kind: str = 'batch'
+  num_groups: int = 32
+  train: bool = False
+  zero_init: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale_init = nn.initializers.zeros if self.zero_init else nn.initializers.ones
+    if self.kind == 'batch':
+      return nn.BatchNorm(use_running_average=not self.train, momentum=0.99,
+                          epsilon=BN_EPSILON, scale_init=scale_init, dtype=jnp.float32)(x)
+    if self.kind == 'group_ws':
+      if x.shape[-1] % self.num_groups:
+        raise ValueError(f'GroupNorm with {self.num_groups} groups needs channels divisible '
+                         f'by it; got {x.shape[-1]} (change model.num_groups or model.width)')
+      return nn.GroupNorm(num_groups=self.num_groups, epsilon=1e-5, scale_init=scale_init,
+                          dtype=jnp.float32)(x)
+    raise ValueError(f"model.norm must be 'batch' or 'group_ws', got {self.kind!r}")
+
+
+class BottleneckUnit(nn.Module):
+  """One pre-activation bottleneck unit (see module docstring)."""
+  filters: int
+  strides: int
+  projection: bool
+  norm: Any
+  conv: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    preact = nn.relu(self.norm(name='preact_norm')(x))
+    if self.projection:
+      shortcut = self.conv(4 * self.filters, 1, self.strides, use_bias=True,
+                           name='shortcut_conv')(preact)
+    else:
+      shortcut = x[:, ::self.strides, ::self.strides, :]
+    y = self.conv(self.filters, 1, name='conv1')(preact)
+    y = nn.relu(self.norm(name='norm1')(y))
+    y = self.conv(self.filters, 3, self.strides, padding=1, name='conv2')(y)
+    y = nn.relu(self.norm(name='norm2')(y))
+    y = self.conv(4 * self.filters, 1, use_bias=True, name='conv3')(y)
+    return shortcut + y
+
+
+class ResNetV2(nn.Module):
+  """Pre-activation bottleneck ResNet returning every stage's feature map.
+
+  Attributes:
+    depth: 26, 50, 101, 152, or 14 (one unit per stage: the tiny variant for tests).
+    width: width multiplier applied to every convolution (3 for the paper's "3x wider").
+    norm: 'batch' or 'group_ws'.
+    num_groups: groups of GroupNorm when norm='group_ws'.
+    dtype: computation dtype (parameters and normalisation stay float32).
+
+  Returns a dict: 'stem' (after the max-pool), 'block1'..'block4' (each stage's output,
+  'block4' after the final norm + relu, i.e. what Keras' ResNet50V2(include_top=False)
+  returns), and 'pre_logits' (global average of 'block4', [batch, 2048 * width]).
+  """
+  depth: Any = 50
+  width: float = 1.0
+  norm: str = 'batch'
+  num_groups: int = 32
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    if self.depth not in STAGE_SIZES:
+      raise ValueError(f'model.depth must be one of {list(STAGE_SIZES)}, got {self.depth!r}')
+    norm = functools.partial(Norm, kind=self.norm, num_groups=self.num_groups, train=train)
+    conv = functools.partial(Conv, weight_std=self.norm == 'group_ws', dtype=self.dtype)
+    w = lambda c: int(round(c * self.width))
+
+    x = conv(w(64), 7, 2, padding=3, use_bias=True, name='stem_conv')(images)
+    # Keras zero-pads the (un-activated) stem output before max-pooling; so do we.
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
+    out = {'stem': x}
+    for s, units in enumerate(STAGE_SIZES[self.depth]):
+      stride = 1 if s == 3 else 2
+      for u in range(units):
+        x = BottleneckUnit(
+            filters=w(64 * 2**s), strides=stride if u == units - 1 else 1,
+            projection=u == 0, norm=norm, conv=conv, name=f'stage{s + 1}_unit{u + 1}')(x)
+      if s == 3:
+        x = nn.relu(norm(name='post_norm')(x))
+      out[f'block{s + 1}'] = x
+    out['pre_logits'] = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    return out

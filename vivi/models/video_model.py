@@ -1,0 +1,43 @@
+"""The whole trainable network: the ResNet v2 encoder applied to every frame, plus the heads
+of the configured objectives.
+
+Frames arrive as uint8 [V, K, L, H, W, 3] (videos, shots, frames) or any other leading
+layout; the encoder sees them as one batch of images and every feature is returned with the
+leading layout restored, e.g. features['block4'] is [V, K, L, h, w, c]. With three leading
+dims, features['shot_embeddings'] [V, K, D] is the average of each shot's frame
+representations (VIVI's parameter-free average pooling p, seed 001 section 4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vivi.models import resnet_v2
+
+
+def normalize_images(images):
+  """uint8 [0, 255] -> float [-1, 1], the range Keras' ResNetV2 weights expect."""
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+class VideoModel(nn.Module):
+  encoder: resnet_v2.ResNetV2
+  heads: dict[str, Any]
+
+  def __call__(self, batch: dict, train: bool = False) -> dict:
+    features = self.encode(batch['frames'], train)
+    outputs = {'features': features}
+    for name, head in self.heads.items():
+      outputs[name] = head(features, batch, train)
+    return outputs
+
+  def encode(self, frames, train: bool = False) -> dict:
+    lead = frames.shape[:-3]
+    feats = self.encoder(normalize_images(frames.reshape((-1,) + frames.shape[-3:])), train)
+    feats = {k: v.reshape(lead + v.shape[1:]) for k, v in feats.items()}
+    if len(lead) == 3:
+      feats['shot_embeddings'] = jnp.mean(feats['pre_logits'], axis=2)
+    return feats

@@ -1,0 +1,48 @@
+"""The device mesh and the shardings of the train step.
+
+One `Mesh` over every device of every process with a single 'data' axis. The global batch is
+sharded over it along its leading (video) dimension; the train state is replicated. Under
+`jax.jit` with these shardings, any reduction over the batch (BatchNorm statistics, the
+triplet and contrastive comparisons) is over the *global* batch: XLA inserts the
+collectives. The same code runs on 1 CPU, 8 forced CPU devices, or a pod.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA = 'data'
+
+
+def make_mesh(devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA))
+
+
+def check_batch_size(global_batch: int, mesh: Mesh, what: str = 'input.batch_videos') -> None:
+  n = mesh.devices.size
+  if global_batch % n or global_batch % jax.process_count():
+    raise ValueError(f'{what}={global_batch} must be divisible by the {n} devices and '
+                     f'{jax.process_count()} processes of the mesh')
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles the global batch from each process's slice (leading dim = this host's part)."""
+  sharding = batch_sharded(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  return jax.device_put(tree, replicated(mesh))
