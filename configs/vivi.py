@@ -20,10 +20,13 @@ Smoke run on the embedded synthetic world (a few minutes on 2 CPU cores):
 
   python main.py --config=configs/vivi.py:tiny --workdir=/tmp/vivi_tiny
 
-  A ResNet-14 v2 (one unit per stage, width 1/2) on 40 px crops of 64 px synthetic
-  frames. Expected: the linear probe of the trained encoder on the synthetic object-class
-  task is well above the probe of the same encoder at initialisation (both printed at the
-  end; figures in README.md).
+  A ResNet-14 v2 (one unit per stage, width 1/2) on 48 px crops of 64 px synthetic
+  frames, 8 videos x 4 shots x 4 frames per step, 450 steps. The paper's augmentation is
+  weakened here (crops of at least 25% of the frame, no colour distortion): with the full
+  policy a few hundred steps of this tiny model do not learn the exemplar task at all
+  (its loss stays at 0.45 of the 0.5 margin; measured, see README.md). Prints the linear
+  probe accuracies of the trained encoder and of the encoder at initialisation on the
+  synthetic world's held-out tasks; figures in README.md.
 
 Variants: '' (paper), 'tiny'. Any key can be overridden: --config.model.width=3.
 """
@@ -81,7 +84,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.data.shuffle_buffer = 400
     c.input.batch_videos = 8
     c.input.frames_per_shot = 4
-    c.input.image_size = 40
+    c.input.image_size = 48
+    c.input.crop_area = (0.25, 1.0)
+    c.input.color = False
     c.model.depth = 14
     c.model.width = 0.5
     c.objectives.exemplar.embedding_dim = 128
@@ -92,9 +97,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.log_every_steps = 25
     c.checkpoint_every_steps = 150
     c.probe.every_steps = 150
-    c.probe.num_train = 1000
-    c.probe.num_test = 500
-    c.probe.image_size = 40
+    c.probe.num_train = 2000
+    c.probe.num_test = 1000
+    c.probe.image_size = 48
   elif variant:
     raise ValueError(f"unknown variant {variant!r} of configs/vivi.py; use '' or 'tiny'")
   return c

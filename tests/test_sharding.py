@@ -23,18 +23,19 @@ config = vivi.get_config('tiny')
 config.input.image_size = 32
 config.input.batch_videos = 8
 config.objectives.shot_order = dict(weight=0.5)   # Exercise a head with its own rng too.
-config.schedule.warmup_steps = 0                   # Both steps move the parameters.
+config.schedule.warmup_steps = 0                   # The step moves the parameters.
 model, tx = train.build_model(config), train.make_optimizer(config)
 mesh = parallel.make_mesh()
 state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)), mesh)
+init = jax.device_get((state.params, state.batch_stats))
 step = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
 rng = np.random.default_rng(0)
-losses = []
-for i in range(2):
-  frames = rng.integers(0, 256, (8, 4, 4, 32, 32, 3), dtype=np.uint8)
-  state, metrics = step(state, parallel.global_batch({'frames': frames}, mesh), jax.random.key(1))
-  losses.append(float(metrics['loss']))
-leaves = jax.tree_util.tree_leaves_with_path(jax.device_get((state.params, state.batch_stats)))
+frames = rng.integers(0, 256, (8, 4, 4, 32, 32, 3), dtype=np.uint8)
+state, metrics = step(state, parallel.global_batch({'frames': frames}, mesh), jax.random.key(1))
+losses = [float(metrics['loss'])]
+# What the step changed, per parameter and BatchNorm statistic.
+updates = jax.tree.map(lambda a, b: a - b, jax.device_get((state.params, state.batch_stats)), init)
+leaves = jax.tree_util.tree_leaves_with_path(updates)
 np.savez(sys.argv[1], losses=np.array(losses), devices=len(jax.devices()),
          **{jax.tree_util.keystr(p): v for p, v in leaves})
 '''
@@ -54,8 +55,19 @@ def test_one_device_and_eight_devices_give_the_same_step(tmp_path):
   assert one.pop('devices') == 1 and eight.pop('devices') == 8
   np.testing.assert_allclose(eight.pop('losses'), one.pop('losses'), rtol=1e-5)
   assert one.keys() == eight.keys()
+  # Float tolerance, judged against the size of the update: reductions over the global
+  # batch are summed in another order on 8 devices (measured: <= 4e-5 relative per leaf).
+  # Later steps amplify such differences (BatchNorm's backward pass cancels large terms):
+  # after a second step at this learning rate they reach ~0.3%, so one step is compared.
+  changed = 0
   for key in one:
-    np.testing.assert_allclose(eight[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    size = np.linalg.norm(one[key])
+    if size > 1e-6:
+      changed += 1
+      assert np.linalg.norm(eight[key] - one[key]) <= 2e-4 * size, key
+    else:  # Biases in front of a normalisation barely move.
+      np.testing.assert_allclose(eight[key], one[key], atol=1e-8, err_msg=key)
+  assert changed > 0.8 * len(one)
 
 
 def test_paper_config_train_step_shapes_at_paper_batch():
