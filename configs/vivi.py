@@ -21,12 +21,12 @@ Smoke run on the embedded synthetic world (a few minutes on 2 CPU cores):
   python main.py --config=configs/vivi.py:tiny --workdir=/tmp/vivi_tiny
 
   A ResNet-14 v2 (one unit per stage, width 1/2) on 48 px crops of 64 px synthetic
-  frames, 8 videos x 4 shots x 4 frames per step, 450 steps. The paper's augmentation is
-  weakened here (crops of at least 25% of the frame, no colour distortion): with the full
-  policy a few hundred steps of this tiny model do not learn the exemplar task at all
-  (its loss stays at 0.45 of the 0.5 margin; measured, see README.md). Prints the linear
-  probe accuracies of the trained encoder and of the encoder at initialisation on the
-  synthetic world's held-out tasks; figures in README.md.
+  frames, 8 videos x 4 shots x 4 frames per step, 450 steps. Crops cover at least 25% of
+  the frame (a 5% crop of a 64 px frame is a 14 px patch). Prints the linear probe
+  accuracies of the trained encoder and of the encoder at initialisation on the synthetic
+  world's held-out tasks. Measured (README.md): 450 steps leave the probes near their
+  values at initialisation; 2,000 steps (~25 min) raise `class` and `count` a little and
+  lower `position`.
 
 Variants: '' (paper), 'tiny'. Any key can be overridden: --config.model.width=3.
 """
@@ -86,7 +86,6 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.input.frames_per_shot = 4
     c.input.image_size = 48
     c.input.crop_area = (0.25, 1.0)
-    c.input.color = False
     c.model.depth = 14
     c.model.width = 0.5
     c.objectives.exemplar.embedding_dim = 128
@@ -96,7 +95,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.num_train_steps = 450
     c.log_every_steps = 25
     c.checkpoint_every_steps = 150
-    c.probe.every_steps = 150
+    c.probe.every_steps = 225
     c.probe.num_train = 2000
     c.probe.num_test = 1000
     c.probe.image_size = 48

@@ -139,3 +139,12 @@ def test_shot_order_head_reverses_exactly_the_labelled_videos():
   np.testing.assert_allclose(
       shot_order.loss(out, {}, _cfg('shot_order'))[0],
       references.softmax_cross_entropy(logits, labels), rtol=1e-5)
+
+
+def test_a_nan_loss_stops_the_run_naming_the_term():
+  from vivi import loop
+  loop.check_finite({'loss': 1.0, 'exemplar/loss': 1.0}, 10)
+  with pytest.raises(FloatingPointError, match=r"loss is nan over the steps logged at step 25; "
+                                               r".*'shot_infonce/loss': nan"):
+    loop.check_finite({'loss': float('nan'), 'exemplar/loss': 0.4,
+                       'shot_infonce/loss': float('nan'), 'learning_rate': 0.1}, 25)

@@ -75,8 +75,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step % config.log_every_steps == 0 or step == config.num_train_steps:
       means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
       pending = []
-      if not np.isfinite(means['loss']):
-        raise FloatingPointError(f'loss is {means["loss"]} at step {step}; metrics: {means}')
+      check_finite(means, step)
       means['input/videos_skipped'] = host_input.videos_skipped
       writer.write_scalars(step, means)
     if step % config.checkpoint_every_steps == 0 and step != config.num_train_steps:
@@ -93,6 +92,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.flush()
   _print_probes(final, init_probe, config.num_train_steps)
   return {'trained': final, 'init': init_probe}
+
+
+def check_finite(metrics: dict, step: int) -> None:
+  """Stops the run on a NaN or infinite loss, naming the step and every loss term."""
+  if not np.isfinite(metrics['loss']):
+    terms = {k: v for k, v in metrics.items() if k.endswith('loss')}
+    raise FloatingPointError(f'loss is {metrics["loss"]} over the steps logged at step '
+                             f'{step}; loss terms: {terms}')
 
 
 def _flatten(d: dict, prefix: str = '') -> dict:
