@@ -117,6 +117,5 @@ def _print_probes(trained: dict, init: dict, step: int) -> None:
            f'  {"task":<14}{"trained":>9}{"at init":>9}']
   for task in trained:
     lines.append(f'  {task:<14}{trained[task]:>9.3f}{init[task]:>9.3f}')
-  logging.info('\n'.join(lines))
   if jax.process_index() == 0:
     print('\n'.join(lines), flush=True)
