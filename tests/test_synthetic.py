@@ -13,6 +13,7 @@ from PIL import Image
 
 from vivi.input import records
 from vivi.input import synthetic
+from vivi.input import synthetic_tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -179,24 +180,24 @@ def test_ensure_dataset_and_cli(tmp_path, capsys):
     assert json.load(f)['counts']['videos'] == 2
 
 
-@pytest.mark.parametrize('task', sorted(synthetic.DOWNSTREAM_TASKS))
+@pytest.mark.parametrize('task', sorted(synthetic_tasks.DOWNSTREAM_TASKS))
 def test_downstream_tasks(task):
-  k = synthetic.DOWNSTREAM_TASKS[task]
+  k = synthetic_tasks.DOWNSTREAM_TASKS[task]
   n = 3 * k
-  x, y = synthetic.render_downstream(task, 'train', n, image_size=SIZE, seed=0)
+  x, y = synthetic_tasks.render_downstream(task, 'train', n, image_size=SIZE, seed=0)
   assert x.shape == (n, SIZE, SIZE, 3) and x.dtype == np.uint8 and y.dtype == np.int32
   np.testing.assert_array_equal(np.bincount(y, minlength=k), np.full(k, 3))  # Balanced.
-  x2, y2 = synthetic.render_downstream(task, 'train', n, image_size=SIZE, seed=0)
+  x2, y2 = synthetic_tasks.render_downstream(task, 'train', n, image_size=SIZE, seed=0)
   assert np.array_equal(x, x2) and np.array_equal(y, y2)
-  xt, _ = synthetic.render_downstream(task, 'test', n, image_size=SIZE, seed=0)
+  xt, _ = synthetic_tasks.render_downstream(task, 'test', n, image_size=SIZE, seed=0)
   train = {im.tobytes() for im in x}
   assert len(train) == n and not train & {im.tobytes() for im in xt}
 
 
 def test_downstream_rejects_unknown_names():
-  assert set(synthetic.DOWNSTREAM_TASKS) >= {'class', 'count', 'position', 'orientation',
+  assert set(synthetic_tasks.DOWNSTREAM_TASKS) >= {'class', 'count', 'position', 'orientation',
                                              'size'}
   with pytest.raises(ValueError, match='count'):
-    synthetic.render_downstream('colour', 'train', 2, image_size=SIZE, seed=0)
+    synthetic_tasks.render_downstream('colour', 'train', 2, image_size=SIZE, seed=0)
   with pytest.raises(ValueError, match='test'):
-    synthetic.render_downstream('count', 'val', 2, image_size=SIZE, seed=0)
+    synthetic_tasks.render_downstream('count', 'val', 2, image_size=SIZE, seed=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from vivi.evaluate import linear_probe
-from vivi.input import synthetic
+from vivi.input import synthetic_tasks
 from vivi.models import video_model
 
 
@@ -22,11 +22,11 @@ class SyntheticProbe:
     self.mesh = mesh
     self.tasks = {}
     for task in p.tasks:
-      train = synthetic.render_downstream(task, 'train', p.num_train, image_size=p.image_size,
+      train = synthetic_tasks.render_downstream(task, 'train', p.num_train, image_size=p.image_size,
                                           seed=p.seed)
-      test = synthetic.render_downstream(task, 'test', p.num_test, image_size=p.image_size,
+      test = synthetic_tasks.render_downstream(task, 'test', p.num_test, image_size=p.image_size,
                                          seed=p.seed)
-      self.tasks[task] = (train, test, synthetic.DOWNSTREAM_TASKS[task])
+      self.tasks[task] = (train, test, synthetic_tasks.DOWNSTREAM_TASKS[task])
     encode = lambda variables, images: model.apply(
         variables, images, method=video_model.VideoModel.encode)['pre_logits']
     self.encode = linear_probe.jit_encoder(encode, mesh)

@@ -187,5 +187,6 @@ def write_shard(path: str, videos: Sequence[Video]) -> None:
   tmp = path + '.tmp'
   with tf.io.TFRecordWriter(tmp) as w:
     for v in videos:
-      w.write(to_sequence_example(v).SerializeToString())
+      # Deterministic: map entries sorted, so a shard's bytes do not depend on the process.
+      w.write(to_sequence_example(v).SerializeToString(deterministic=True))
   os.replace(tmp, path)

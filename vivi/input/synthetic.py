@@ -34,7 +34,7 @@ The world
     same at every fps.
 
 Held-out downstream tasks (`DOWNSTREAM_TASKS`, `render_downstream`) live in
-`synthetic_tasks.py` and are re-exported here.
+`synthetic_tasks.py`.
 """
 
 from __future__ import annotations
@@ -527,8 +527,9 @@ def build_dataset(folder: str, *, num_videos: int, image_size: int, seed: int,
           for k in range(n) if not os.path.exists(os.path.join(folder, names[k]))]
   per_shard = {}
   if num_workers > 1 and len(jobs) > 1:
-    import tensorflow  # pylint: disable=unused-import  # Imported once, inherited by forks.
-    with multiprocessing.get_context('fork').Pool(min(num_workers, len(jobs))) as pool:
+    # 'spawn', not 'fork': the caller may already run JAX or TensorFlow threads, which a
+    # forked child would inherit in whatever state they were (a known source of deadlocks).
+    with multiprocessing.get_context('spawn').Pool(min(num_workers, len(jobs))) as pool:
       per_shard.update(pool.imap_unordered(_write_shard_job, jobs))
   else:
     per_shard.update(map(_write_shard_job, jobs))
@@ -558,10 +559,3 @@ def ensure_dataset(cache_dir: str, *, num_videos: int, image_size: int, seed: in
                   num_workers=num_workers)
   return folder
 
-
-def __getattr__(name: str):
-  """Re-exports the downstream tasks, which live in their own file to keep this one short."""
-  if name in ('DOWNSTREAM_TASKS', 'render_downstream'):
-    from vivi.input import synthetic_tasks  # pylint: disable=import-outside-toplevel
-    return getattr(synthetic_tasks, name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
