@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -161,21 +162,29 @@ def test_build_dataset_counts_and_restart(tmp_path):
     synthetic.build_dataset(folder, **{**kw, 'seed': 4})
 
 
-def test_ensure_dataset_and_cli(tmp_path, capsys):
+def test_ensure_dataset_and_cli(tmp_path):
   folder = synthetic.ensure_dataset(str(tmp_path), num_videos=2, image_size=16, seed=0, fps=2)
-  assert folder == os.path.join(str(tmp_path), 'videos-n2-s16-seed0-fps2')
+  name = f'videos-v{synthetic.GENERATOR_VERSION}-n2-s16-seed0-fps2'
+  assert folder == os.path.join(str(tmp_path), name)
   assert records.Manifest.read(folder).counts['videos'] == 2
   stamp = os.stat(os.path.join(folder, records.MANIFEST)).st_mtime_ns
   assert synthetic.ensure_dataset(str(tmp_path), num_videos=2, image_size=16, seed=0,
                                   fps=2) == folder
   assert os.stat(os.path.join(folder, records.MANIFEST)).st_mtime_ns == stamp  # Not rebuilt.
-  spec = importlib.util.spec_from_file_location(
-      'make_synthetic', os.path.join(REPO, 'data', 'make_synthetic.py'))
-  cli = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(cli)
+  # With workers, the build runs in a subprocess (no fork of this process): same bytes.
+  other = synthetic.ensure_dataset(str(tmp_path / 'w'), num_videos=2, image_size=16, seed=0,
+                                   fps=2, num_workers=2)
+  shards = records.Manifest.read(folder).shards
+  for shard in shards:
+    with open(os.path.join(folder, shard), 'rb') as a, open(os.path.join(other, shard),
+                                                            'rb') as b:
+      assert a.read() == b.read()
   out = str(tmp_path / 'cli')
-  cli.main(['--out', out, '--num_videos', '2', '--image_size', '16', '--seed', '0'])
-  assert 'videos=2' in capsys.readouterr().out
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'data', 'make_synthetic.py'), '--out', out,
+       '--num_videos', '2', '--image_size', '16', '--seed', '0'],
+      capture_output=True, text=True, check=True)
+  assert 'videos=2' in result.stdout
   with open(os.path.join(out, records.MANIFEST)) as f:
     assert json.load(f)['counts']['videos'] == 2
 
@@ -201,3 +210,15 @@ def test_downstream_rejects_unknown_names():
     synthetic_tasks.render_downstream('colour', 'train', 2, image_size=SIZE, seed=0)
   with pytest.raises(ValueError, match='test'):
     synthetic_tasks.render_downstream('count', 'val', 2, image_size=SIZE, seed=0)
+
+
+def test_teacher_soft_labels_are_probabilities_that_favour_visible_classes():
+  video, truth = synthetic.render_video_with_truth(1, seed=0, image_size=32)
+  p = video.soft_labels
+  assert p.shape == (len(video.frames), synthetic.NUM_CLASSES)
+  np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
+  # The teacher's top class is mostly one of the frame's visible classes (chance: <= 0.4).
+  top = [np.argmax(q) in t['classes'] for q, t in zip(p, truth) if len(t['classes'])]
+  assert top and np.mean(top) > 0.6, np.mean(top)
+  again = records.from_serialized(records.to_sequence_example(video).SerializeToString())
+  np.testing.assert_allclose(again.soft_labels, p, rtol=1e-6)

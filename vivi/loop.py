@@ -18,23 +18,75 @@ from clu import metric_writers, periodic_actions
 
 from vivi import checkpoint, parallel, train
 from vivi.evaluate import synthetic_probe
-from vivi.input import augment, datasets, pipeline, records, vivi_sampler
+from vivi.input import augment, datasets, labelled, objects, pipeline, records, vivi_sampler
+
+
+def check_label_spaces(config: ml_collections.ConfigDict, manifest: records.Manifest,
+                       folder: str) -> None:
+  """Objectives that classify must match the dataset's label maps (clear error otherwise)."""
+  o = config.objectives
+  if 'object_classification' in o and o.object_classification.num_classes < len(
+      manifest.label_map):
+    raise ValueError(f'objectives.object_classification.num_classes='
+                     f'{o.object_classification.num_classes} but {folder} has '
+                     f'{len(manifest.label_map)} detector labels')
+  if 'distillation' in o:
+    if not config.input.soft_labels:
+      raise ValueError('objective distillation needs input.soft_labels=True')
+    if o.distillation.num_classes != len(manifest.soft_label_map):
+      raise ValueError(f'objectives.distillation.num_classes={o.distillation.num_classes} '
+                       f'but the soft labels of {folder} have '
+                       f'{len(manifest.soft_label_map)} classes')
 
 
 def make_input(config: ml_collections.ConfigDict) -> pipeline.HostPipeline:
   folder = datasets.resolve(config.data)
   manifest = records.Manifest.read(folder)
+  check_label_spaces(config, manifest, folder)
   i = config.input
+  boxes = None
+  if i.max_boxes:
+    boxes = objects.ObjectsConfig(
+        num_classes=len(manifest.label_map), max_boxes=i.max_boxes, min_score=i.min_box_score,
+        random_boxes=i.random_boxes, random_labels=i.random_labels)
+  if i.soft_labels and not manifest.soft_label_map:
+    raise ValueError(f'input.soft_labels=True but {folder} has no soft labels (its manifest '
+                     'lists no soft_label_map)')
   sampler = vivi_sampler.ViviSampler(
       num_shots=i.num_shots, frames_per_shot=i.frames_per_shot, rotate=i.rotate,
       augment=augment.AugmentConfig(image_size=i.image_size, crop_area=tuple(i.crop_area),
-                                    flip=i.flip, color=i.color))
+                                    flip=i.flip, color=i.color),
+      objects=boxes, soft_label_classes=len(manifest.soft_label_map) if i.soft_labels else 0)
   return pipeline.make_pipeline(
       manifest.shard_paths(folder), sampler,
       batch_size=i.batch_videos // jax.process_count(), seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       shuffle_buffer=config.data.shuffle_buffer,
       max_consecutive_skips=manifest.counts['videos'] + 1)
+
+
+def make_labelled_input(config: ml_collections.ConfigDict, mesh):
+  """The co-training stream of labelled images, or None (`config.labelled.dataset` = '')."""
+  l = config.labelled
+  if bool(l.dataset) != ('supervised' in config.objectives):
+    raise ValueError('co-training needs both config.labelled.dataset and the objective '
+                     f'"supervised"; got dataset={l.dataset!r}, objectives='
+                     f'{sorted(config.objectives)}')
+  if not l.dataset:
+    return None
+  source = labelled.LabelledSource(dataset=l.dataset, split=l.split,
+                                   data_dir=l.data_dir or None, num_examples=l.num_examples,
+                                   seed=l.seed)
+  classes = labelled.num_classes(source)
+  if config.objectives.supervised.num_classes != classes:
+    raise ValueError(f'objectives.supervised.num_classes='
+                     f'{config.objectives.supervised.num_classes} but {l.dataset} has '
+                     f'{classes} classes')
+  parallel.check_batch_size(l.batch_size, mesh, 'labelled.batch_size')
+  return labelled.make_labelled_pipeline(
+      source, labelled.default_augment(config.input.image_size),
+      batch_size=l.batch_size // jax.process_count(), seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -63,12 +115,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step_fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
   host_input = make_input(config)
   batches = iter(host_input)
+  images = make_labelled_input(config, mesh)
   report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                            writer=writer, every_steps=config.log_every_steps)
   pending, last_log = [], time.time()
   for step in range(start + 1, config.num_train_steps + 1):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      batch = parallel.global_batch(next(batches), mesh)
+      local = next(batches)
+      if images is not None:
+        local.update(next(images))
+      batch = parallel.global_batch(local, mesh)
       state, metrics = step_fn(state, batch, step_rng)
     pending.append(metrics)
     report(step, time.time())

@@ -75,8 +75,22 @@ def init_batch(config: ml_collections.ConfigDict, batch_videos: int | None = Non
   v = batch_videos or i.batch_videos
   batch = {'frames': jnp.zeros((v, i.num_shots, i.frames_per_shot, i.image_size,
                                 i.image_size, 3), jnp.uint8)}
+  frames = (v, i.num_shots, i.frames_per_shot)
   if i.rotate:
-    batch['rotation'] = jnp.zeros((v, i.num_shots, i.frames_per_shot), jnp.int32)
+    batch['rotation'] = jnp.zeros(frames, jnp.int32)
+  if i.max_boxes:
+    batch['boxes'] = jnp.zeros(frames + (i.max_boxes, 4), jnp.float32)
+    batch['box_labels'] = jnp.zeros(frames + (i.max_boxes,), jnp.int32)
+    batch['box_valid'] = jnp.zeros(frames + (i.max_boxes,), bool)
+  if i.soft_labels:
+    if 'distillation' not in config.objectives:
+      raise ValueError('input.soft_labels=True is for the distillation objective; add it')
+    batch['soft_labels'] = jnp.zeros(frames + (config.objectives.distillation.num_classes,))
+  if config.labelled.dataset:
+    l = config.labelled
+    n = l.batch_size if batch_videos is None else max(batch_videos, 1)
+    batch['images'] = jnp.zeros((n, i.image_size, i.image_size, 3), jnp.uint8)
+    batch['labels'] = jnp.zeros((n,), jnp.int32)
   return batch
 
 

@@ -20,23 +20,25 @@ from vivi import parallel
 
 
 def jit_encoder(encode: Callable, mesh) -> Callable:
-  """Compiles `encode(variables, images) -> [B, D]` with images sharded over the mesh."""
+  """Compiles `encode(variables, inputs) -> [B, ...]` with inputs sharded over the mesh."""
   return jax.jit(encode, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
 
 
-def extract_features(fn: Callable, variables, images: np.ndarray, mesh,
-                     batch_size: int = 256) -> np.ndarray:
-  """Runs a `jit_encoder` function over `images` in sharded batches."""
+def extract_features(fn: Callable, variables, inputs, mesh, batch_size: int = 256) -> np.ndarray:
+  """Runs a `jit_encoder` function over `inputs` (an array or a pytree of arrays with a
+  common leading dimension) in sharded batches; returns the concatenated outputs."""
   n_dev = mesh.devices.size
   batch_size = max(n_dev, batch_size // n_dev * n_dev)
+  n = len(jax.tree.leaves(inputs)[0])
   out = []
-  for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
-    pad = -len(chunk) % n_dev
-    if pad:
-      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+  for start in range(0, n, batch_size):
+    chunk = jax.tree.map(lambda x: x[start:start + batch_size], inputs)
+    size = len(jax.tree.leaves(chunk)[0])
+    pad = -size % n_dev
+    chunk = jax.tree.map(lambda x: np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]),
+                         chunk)
     feats = np.asarray(fn(variables, jax.device_put(chunk, parallel.batch_sharded(mesh))))
-    out.append(feats[:len(feats) - pad])
+    out.append(feats[:size])
   return np.concatenate(out)
 
 

@@ -3,14 +3,15 @@
 The training loop runs this on the encoder at initialisation and every
 `config.probe.every_steps`, so every run reports what its representation is worth. Task
 images are rendered once (deterministically from `config.probe.seed`), features are the
-pooled representation ('pre_logits') with BatchNorm in inference mode.
+pooled representation ('pre_logits') with BatchNorm in inference mode. It also reports the
+object nearest-neighbour diagnostic of seed 000 Table 2 ('object_nn', `object_nn.py`).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from vivi.evaluate import linear_probe
+from vivi.evaluate import linear_probe, object_nn
 from vivi.input import synthetic_tasks
 from vivi.models import video_model
 
@@ -30,6 +31,9 @@ class SyntheticProbe:
     encode = lambda variables, images: model.apply(
         variables, images, method=video_model.VideoModel.encode)['pre_logits']
     self.encode = linear_probe.jit_encoder(encode, mesh)
+    self.object_nn = object_nn.ObjectNearestNeighbour(
+        model, mesh, num_videos=p.nn_videos, frames_per_video=p.nn_frames_per_video,
+        image_size=p.image_size, seed=p.seed)
 
   def __call__(self, state) -> dict[str, float]:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -38,4 +42,5 @@ class SyntheticProbe:
       f_tr = linear_probe.extract_features(self.encode, variables, x_tr, self.mesh)
       f_te = linear_probe.extract_features(self.encode, variables, x_te, self.mesh)
       accuracy[task] = linear_probe.probe_accuracy(f_tr, y_tr, f_te, y_te, num_classes)
+    accuracy['object_nn'] = self.object_nn(state)
     return accuracy

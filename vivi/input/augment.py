@@ -59,7 +59,7 @@ def color_distort(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.T
 
 
 def augment_frame(jpeg: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig, rotation=None):
-  """Decodes and augments one JPEG frame.
+  """Decodes (only the crop window of) a JPEG frame and augments it.
 
   Args:
     jpeg: scalar string.
@@ -72,11 +72,22 @@ def augment_frame(jpeg: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig, rotation
     frame, flipped bool, source frame size [2] int32) — the last three for
     `transform_boxes`.
   """
-  seeds = tf.random.experimental.stateless_split(seed, 3)
   hw = tf.cast(tf.io.extract_jpeg_shape(jpeg)[:2], tf.int32)
+  crop = lambda window: tf.io.decode_and_crop_jpeg(jpeg, window, channels=3)
+  return _augment(hw, crop, seed, cfg, rotation)
+
+
+def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+  """The same augmentation of an already decoded uint8 image [H, W, 3] -> [S, S, 3]."""
+  crop = lambda w: tf.slice(image, tf.stack([w[0], w[1], 0]), tf.stack([w[2], w[3], 3]))
+  return _augment(tf.shape(image)[:2], crop, seed, cfg)[0]
+
+
+def _augment(hw: tf.Tensor, crop, seed: tf.Tensor, cfg: AugmentConfig, rotation=None):
+  seeds = tf.random.experimental.stateless_split(seed, 3)
   window = crop_window(hw, seeds[0], cfg)
-  image = tf.io.decode_and_crop_jpeg(jpeg, window, channels=3)
-  image = tf.image.resize(image, [cfg.image_size, cfg.image_size], antialias=True) / 255.0
+  image = tf.image.resize(crop(window), [cfg.image_size, cfg.image_size], antialias=True)
+  image = image / 255.0
   flipped = tf.constant(False)
   if cfg.flip:
     flipped = tf.random.stateless_uniform([], seeds[1]) < 0.5

@@ -35,8 +35,8 @@ def host_shards(files: Sequence[str], process_index: int, process_count: int) ->
   return files[process_index::process_count]
 
 
-def _parse(serialized: tf.Tensor) -> dict:
-  context, sequence = tf.io.parse_single_sequence_example(serialized, *records.parse_features())
+def _parse(serialized: tf.Tensor, features) -> dict:
+  context, sequence = tf.io.parse_single_sequence_example(serialized, *features)
   return {**context, **sequence}
 
 
@@ -77,7 +77,8 @@ def make_pipeline(files: Sequence[str], sampler: Any, *, batch_size: int, seed: 
 
   Args:
     files: all shards of the dataset.
-    sampler: has `select(parsed, seed)` and `render(selected, seed)` (e.g. `ViviSampler`).
+    sampler: has `parse_features` (the record features it reads), `select(parsed, seed)`
+      and `render(selected, seed)` (e.g. `ViviSampler`).
     batch_size: this host's number of videos per batch.
     seed: the run's data seed.
     max_consecutive_skips: a stream that skips this many videos in a row has none usable
@@ -104,7 +105,7 @@ def make_pipeline(files: Sequence[str], sampler: Any, *, batch_size: int, seed: 
   @no_autograph
   def select(index, serialized):
     seeds = element_seeds(index)
-    return index, sampler.select(_parse(serialized), seeds[0])
+    return index, sampler.select(_parse(serialized, sampler.parse_features), seeds[0])
 
   @no_autograph
   def count(state, x):

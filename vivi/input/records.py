@@ -14,6 +14,8 @@ One `tf.train.SequenceExample` per video (schema version 1):
                           float list   normalised to [0, 1], one value per box
       object/label        int list     ids into the dataset's label map
       object/score        float list   detector confidence
+      image/soft_label    float list   optional: a classifier's probabilities over the
+                                       manifest's `soft_label_map` (for distillation)
 
 A dataset is a folder of `*.tfrecord` shards plus `manifest.json` (see `Manifest`).
 Readers never trust a record: `validate_video` checks every invariant above and names the
@@ -45,6 +47,7 @@ class Video:
   boxes: list[np.ndarray]          # per frame [n, 4] (ymin, xmin, ymax, xmax) in [0, 1]
   labels: list[np.ndarray]         # per frame [n] int
   scores: list[np.ndarray]         # per frame [n] float
+  soft_labels: np.ndarray | None = None  # optional [T, C] probabilities per frame
 
 
 class RecordError(ValueError):
@@ -62,6 +65,12 @@ def validate_video(v: Video, where: str = '') -> None:
                     ('object/score', v.scores)):
     if len(seq) != t:
       raise RecordError(f'{at}: {name} has {len(seq)} entries for {t} frames')
+  if v.soft_labels is not None:
+    p = np.asarray(v.soft_labels)
+    if p.ndim != 2 or len(p) != t:
+      raise RecordError(f'{at}: image/soft_label has shape {p.shape}, want [{t}, classes]')
+    if np.any(~np.isfinite(p)) or p.min() < 0 or np.any(np.abs(p.sum(1) - 1) > 1e-3):
+      raise RecordError(f'{at}: image/soft_label rows must be probabilities (>= 0, sum 1)')
   if np.any(np.diff(v.shot_ids) < 0):
     raise RecordError(f'{at}: shot/id must be non-decreasing, got {list(v.shot_ids)}')
   if not v.fps > 0:
@@ -101,6 +110,8 @@ def to_sequence_example(v: Video):
   }
   for c, key in enumerate(BOX_KEYS):
     lists[key] = [floats(b[:, c]) for b in boxes]
+  if v.soft_labels is not None:
+    lists['image/soft_label'] = [floats(p) for p in v.soft_labels]
   return tf.train.SequenceExample(
       context=tf.train.Features(feature={
           'video/id': bytes_(v.video_id.encode()),
@@ -111,8 +122,12 @@ def to_sequence_example(v: Video):
           k: tf.train.FeatureList(feature=fs) for k, fs in lists.items()}))
 
 
-def parse_features():
-  """(context, sequence) feature specs for `tf.io.parse_single_sequence_example`."""
+def parse_features(soft_label_classes: int = 0):
+  """(context, sequence) feature specs for `tf.io.parse_single_sequence_example`.
+
+  Soft labels are parsed only when `soft_label_classes` > 0 (a record without them then
+  fails to parse: a dataset for distillation must carry them on every frame).
+  """
   import tensorflow as tf
   context = {
       'video/id': tf.io.FixedLenFeature([], tf.string),
@@ -128,6 +143,9 @@ def parse_features():
   }
   for key in BOX_KEYS:
     sequence[key] = tf.io.RaggedFeature(tf.float32)
+  if soft_label_classes:
+    sequence['image/soft_label'] = tf.io.FixedLenSequenceFeature([soft_label_classes],
+                                                                 tf.float32)
   return context, sequence
 
 
@@ -135,6 +153,9 @@ def from_serialized(serialized: bytes) -> Video:
   """Parses one serialized record on the host (for tools and tests, not the pipeline)."""
   import tensorflow as tf
   context, seq = tf.io.parse_single_sequence_example(serialized, *parse_features())
+  _, soft = tf.io.parse_single_sequence_example(
+      serialized, sequence_features={'image/soft_label': tf.io.RaggedFeature(tf.float32)})
+  soft = soft['image/soft_label']
   boxes = tf.stack([seq[k] for k in BOX_KEYS], axis=-1)
   return Video(
       video_id=context['video/id'].numpy().decode(),
@@ -144,7 +165,8 @@ def from_serialized(serialized: bytes) -> Video:
       shot_ids=seq['shot/id'].numpy(),
       boxes=[b.numpy().reshape(-1, 4) for b in boxes],
       labels=[l.numpy() for l in seq['object/label']],
-      scores=[s.numpy() for s in seq['object/score']])
+      scores=[s.numpy() for s in seq['object/score']],
+      soft_labels=soft.to_tensor().numpy() if soft.nrows() else None)
 
 
 @dataclasses.dataclass
@@ -156,6 +178,7 @@ class Manifest:
   counts: dict                      # videos, shots, frames, boxes
   shards: list[str]                 # file names relative to the folder
   skipped: list[dict] = dataclasses.field(default_factory=list)  # {'video', 'reason'}
+  soft_label_map: list[str] = dataclasses.field(default_factory=list)  # image/soft_label
   schema_version: int = SCHEMA_VERSION
   extra: dict = dataclasses.field(default_factory=dict)
 

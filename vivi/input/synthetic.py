@@ -28,6 +28,9 @@ The world
     than 35% is visible or the visible part is under 2 pixels; each frame has on average
     0.4 false positives with scores in [0.01, 0.35] (about a third below 0.05). At most 8
     boxes per frame, sorted by score. See `Detector`.
+  Teacher. Every frame also carries the soft labels of a simulated classifier over the
+    ten classes (logits grow with the area each class covers, plus noise; `Teacher`), the
+    targets of the distillation ablation of Romijnders et al.
   Determinism. Video i of seed s draws its world from `default_rng([s, i, 0])` and its
     per-frame noise (sensor and detector) from `default_rng([s, i, 1])`, so it is the same
     whatever the number of processes, and the world (shots, cast, trajectories) is the
@@ -39,6 +42,7 @@ Held-out downstream tasks (`DOWNSTREAM_TASKS`, `render_downstream`) live in
 
 from __future__ import annotations
 
+import argparse
 import colorsys
 import dataclasses
 import io
@@ -46,6 +50,9 @@ import math
 import multiprocessing
 import os
 import struct
+import subprocess
+import sys
+import time
 from typing import Callable
 
 import numpy as np
@@ -53,7 +60,7 @@ from PIL import Image
 
 from vivi.input import records
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: frames carry a simulated classifier's soft labels.
 JPEG_QUALITY = 90
 
 CLASS_NAMES = ('disc', 'ring', 'crescent', 'square', 'diamond', 'triangle', 'hexagon',
@@ -323,6 +330,29 @@ class Detector:
 DETECTOR = Detector()
 
 
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  """A simulated image classifier whose soft labels the distillation ablation learns from
+  (Romijnders et al., seed 000, Table 1 "Distilling from ImageNet": frame-level soft labels
+  of a classifier). Its logit for class c grows with the fraction of the frame that
+  visible objects of class c cover; Gaussian noise makes it imperfect."""
+  gain: float = 30.0
+  noise: float = 0.5
+
+
+TEACHER = Teacher()
+
+
+def classify(classes: list[int], sprites: list, views: list[View], rng: np.random.Generator,
+             teacher: Teacher = TEACHER) -> np.ndarray:
+  """The teacher's probabilities [NUM_CLASSES] for one frame."""
+  logits = rng.normal(0, teacher.noise, NUM_CLASSES)
+  for cls, sprite, view in zip(classes, sprites, views):
+    logits[cls] += teacher.gain * view.visible * _AREA[cls] * sprite.radius ** 2
+  p = np.exp(logits - logits.max())
+  return (p / p.sum()).astype(np.float32)
+
+
 def detect(classes: list[int], views: list[View], size: int, rng: np.random.Generator,
            det: Detector = DETECTOR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Simulated detections for one frame: boxes [n, 4] float32, labels int64, scores."""
@@ -428,7 +458,7 @@ def render_video_with_truth(index: int, *, seed: int, image_size: int, fps: floa
     raise ValueError(f'fps must be positive, got {fps}')
   background, cast, shots = _plan_video(np.random.default_rng([seed, index, 0]))
   noise = np.random.default_rng([seed, index, 1])
-  frames, shot_ids, boxes, labels, scores, truth = [], [], [], [], [], []
+  frames, shot_ids, boxes, labels, scores, soft, truth = [], [], [], [], [], [], []
   for s, shot in enumerate(shots):
     for k in range(max(1, int(round(shot.duration * fps)))):
       t = k / fps
@@ -438,6 +468,7 @@ def render_video_with_truth(index: int, *, seed: int, image_size: int, fps: floa
       frames.append(encode_jpeg(finish(rgb, shot.lighting, noise)))
       classes = [sp.appearance.cls for sp in sprites]
       b, l, c = detect(classes, views, image_size, noise)
+      soft.append(classify(classes, sprites, views, noise))
       boxes.append(b)
       labels.append(l)
       scores.append(c)
@@ -450,7 +481,8 @@ def render_video_with_truth(index: int, *, seed: int, image_size: int, fps: floa
   video = records.Video(
       video_id=f'synthetic-{seed}-{index:07d}', fps=float(fps), frames=frames,
       timestamps=np.arange(len(frames), dtype=np.float64) / fps,
-      shot_ids=np.array(shot_ids, np.int64), boxes=boxes, labels=labels, scores=scores)
+      shot_ids=np.array(shot_ids, np.int64), boxes=boxes, labels=labels, scores=scores,
+      soft_labels=np.stack(soft))
   return video, truth
 
 
@@ -512,7 +544,8 @@ def build_dataset(folder: str, *, num_videos: int, image_size: int, seed: int,
   generator = {'name': 'vivi.input.synthetic', 'version': GENERATOR_VERSION, 'seed': seed,
                'num_videos': num_videos, 'image_size': image_size, 'fps': float(fps),
                'videos_per_shard': videos_per_shard, 'jpeg_quality': JPEG_QUALITY,
-               'detector': dataclasses.asdict(DETECTOR)}
+               'detector': dataclasses.asdict(DETECTOR),
+               'teacher': dataclasses.asdict(TEACHER)}
   if os.path.exists(os.path.join(folder, records.MANIFEST)):
     old = records.Manifest.read(folder).extra.get('generator')
     if old != generator:
@@ -527,9 +560,9 @@ def build_dataset(folder: str, *, num_videos: int, image_size: int, seed: int,
           for k in range(n) if not os.path.exists(os.path.join(folder, names[k]))]
   per_shard = {}
   if num_workers > 1 and len(jobs) > 1:
-    # 'spawn', not 'fork': the caller may already run JAX or TensorFlow threads, which a
-    # forked child would inherit in whatever state they were (a known source of deadlocks).
-    with multiprocessing.get_context('spawn').Pool(min(num_workers, len(jobs))) as pool:
+    # Forks: call this from a fresh process (the command line below; `ensure_dataset` runs
+    # it as a subprocess), not from one that already runs JAX or TensorFlow threads.
+    with multiprocessing.get_context('fork').Pool(min(num_workers, len(jobs))) as pool:
       per_shard.update(pool.imap_unordered(_write_shard_job, jobs))
   else:
     per_shard.update(map(_write_shard_job, jobs))
@@ -539,23 +572,56 @@ def build_dataset(folder: str, *, num_videos: int, image_size: int, seed: int,
   counts = {key: int(sum(c[key] for c in per_shard.values()))
             for key in ('videos', 'shots', 'frames', 'boxes')}
   manifest = records.Manifest(label_map=list(CLASS_NAMES), fps=float(fps), detector='synthetic',
-                              counts=counts, shards=names, extra={'generator': generator})
+                              counts=counts, shards=names, extra={'generator': generator},
+                              soft_label_map=list(CLASS_NAMES))
   manifest.write(folder)
   return manifest
 
 
 def dataset_folder(cache_dir: str, *, num_videos: int, image_size: int, seed: int,
                    fps: float = 1.0) -> str:
-  return os.path.join(cache_dir, f'videos-n{num_videos}-s{image_size}-seed{seed}-fps{fps:g}')
+  return os.path.join(cache_dir, f'videos-v{GENERATOR_VERSION}-n{num_videos}-s{image_size}'
+                                 f'-seed{seed}-fps{fps:g}')
 
 
 def ensure_dataset(cache_dir: str, *, num_videos: int, image_size: int, seed: int,
                    fps: float = 1.0, num_workers: int = 1) -> str:
-  """Returns the folder of this synthetic dataset, building (or finishing) it if needed."""
+  """Returns the folder of this synthetic dataset, building (or finishing) it if needed.
+
+  With several workers the build runs in a fresh subprocess (`python -m
+  vivi.input.synthetic`), so that its worker processes never fork a caller that runs JAX.
+  """
   folder = dataset_folder(cache_dir, num_videos=num_videos, image_size=image_size,
                           seed=seed, fps=fps)
-  if not os.path.exists(os.path.join(folder, records.MANIFEST)):
-    build_dataset(folder, num_videos=num_videos, image_size=image_size, seed=seed, fps=fps,
-                  num_workers=num_workers)
+  if os.path.exists(os.path.join(folder, records.MANIFEST)):
+    return folder
+  if num_workers > 1:
+    subprocess.run([sys.executable, '-m', 'vivi.input.synthetic', '--out', folder,
+                    f'--num_videos={num_videos}', f'--image_size={image_size}',
+                    f'--seed={seed}', f'--fps={fps}', f'--workers={num_workers}'], check=True)
+  else:
+    build_dataset(folder, num_videos=num_videos, image_size=image_size, seed=seed, fps=fps)
   return folder
 
+
+def main(argv: list[str] | None = None) -> None:
+  """The command line: `python -m vivi.input.synthetic --out DIR --num_videos N ...`."""
+  parser = argparse.ArgumentParser(description='Builds a synthetic video dataset.')
+  parser.add_argument('--out', required=True, help='dataset folder to write')
+  parser.add_argument('--num_videos', type=int, required=True)
+  parser.add_argument('--image_size', type=int, required=True, help='square frame side, px')
+  parser.add_argument('--seed', type=int, required=True)
+  parser.add_argument('--fps', type=float, default=1.0, help='frames per second of video')
+  parser.add_argument('--videos_per_shard', type=int, default=64)
+  parser.add_argument('--workers', type=int, default=1, help='processes (one per shard)')
+  args = parser.parse_args(argv)
+  start = time.time()
+  manifest = build_dataset(
+      args.out, num_videos=args.num_videos, image_size=args.image_size, seed=args.seed,
+      fps=args.fps, videos_per_shard=args.videos_per_shard, num_workers=args.workers)
+  counts = ', '.join(f'{k}={v}' for k, v in manifest.counts.items())
+  print(f'{args.out}: {len(manifest.shards)} shards, {counts} ({time.time() - start:.1f} s)')
+
+
+if __name__ == '__main__':
+  main()

@@ -7,6 +7,9 @@ fewer shots"), then L consecutive frames at a random offset within each shot. On
 sampled frames are decoded. Each frame is augmented once, independently (section 3.2:
 "we pick M consecutive frames from the same shot and augment each frame once").
 
+With `objects`, each sampled frame also carries its detector boxes (`objects.py`), moved
+through the frame's crop and flip; with `soft_label_classes`, its classifier soft labels.
+
 A sampler is two functions that the generic pipeline (`pipeline.py`) calls:
   `select(parsed, seed) -> dict` (cheap: picks frames, decodes nothing; has key 'ok'),
   `render(selected, seed) -> dict` (decodes and augments the picked frames).
@@ -18,7 +21,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from vivi.input import augment
+from vivi.input import augment, objects as objects_lib, records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +30,16 @@ class ViviSampler:
   frames_per_shot: int            # L
   augment: augment.AugmentConfig
   rotate: bool = False            # rotation-prediction variant: frames get quarter turns
+  objects: objects_lib.ObjectsConfig | None = None
+  soft_label_classes: int = 0     # > 0: frames carry 'soft_labels' (for distillation)
+
+  def __post_init__(self):
+    if self.rotate and self.objects:
+      raise ValueError('rotated frames cannot carry boxes: use input.rotate without objects')
+
+  @property
+  def parse_features(self):
+    return records.parse_features(self.soft_label_classes)
 
   def select(self, parsed: dict, seed: tf.Tensor) -> dict:
     k, l = self.num_shots, self.frames_per_shot
@@ -38,7 +51,7 @@ class ViviSampler:
     num_usable = tf.size(usable)
     ok = num_usable >= k
 
-    seeds = tf.random.experimental.stateless_split(seed, 2)
+    seeds = tf.random.experimental.stateless_split(seed, 3)
     first = tf.random.stateless_uniform(
         [], seeds[0], 0, tf.maximum(num_usable - k + 1, 1), dtype=tf.int32)
     # Pad so that the gathers below are valid even for a video that will be skipped.
@@ -50,27 +63,44 @@ class ViviSampler:
     frame_idx = tf.gather(starts, shots)[:, None] + offset[:, None] + tf.range(l)[None, :]
     num_frames = tf.size(shot_ids)
     frame_idx = tf.minimum(frame_idx, tf.maximum(num_frames - 1, 0))
-    return {'ok': ok, 'jpegs': tf.gather(parsed['image/encoded'], frame_idx)}  # [K, L]
+    out = {'ok': ok, 'jpegs': tf.gather(parsed['image/encoded'], frame_idx)}  # [K, L]
+    if self.objects:
+      out.update(objects_lib.select_boxes(parsed, frame_idx, self.objects, seeds[2]))
+    if self.soft_label_classes:
+      out['soft_labels'] = tf.gather(parsed['image/soft_label'], frame_idx)
+    return out
 
   def render(self, selected: dict, seed: tf.Tensor) -> dict:
-    k, l = self.num_shots, self.frames_per_shot
+    k, l, size = self.num_shots, self.frames_per_shot, self.augment.image_size
     seeds = tf.random.experimental.stateless_split(seed, k * l + 1)
-    jpegs = tf.reshape(selected['jpegs'], [k * l])
+    flat = lambda x: tf.reshape(x, tf.concat([[k * l], tf.shape(x)[2:]], 0))
     out = {}
     rotation = tf.zeros([k * l], tf.int32)
     if self.rotate:
       shift = tf.random.stateless_uniform([k, 1], seeds[-1], 0, 4, dtype=tf.int32)
       rotation = tf.reshape((tf.range(l)[None, :] + shift) % 4, [k * l])
       out['rotation'] = tf.reshape(rotation, [k, l])
+    b = self.objects.max_boxes if self.objects else 0
+    boxes = flat(selected['boxes']) if b else tf.zeros([k * l, 0, 4])
+    valid = flat(selected['box_valid']) if b else tf.zeros([k * l, 0], tf.bool)
 
     def one(args):
-      jpeg, s, r = args
-      image, *_ = augment.augment_frame(jpeg, s, self.augment, r if self.rotate else None)
-      return image
+      jpeg, s, r, frame_boxes, frame_valid = args
+      image, window, flipped, hw = augment.augment_frame(
+          jpeg, s, self.augment, r if self.rotate else None)
+      frame_boxes, frame_valid = augment.transform_boxes(frame_boxes, frame_valid, window, hw,
+                                                         flipped)
+      return image, frame_boxes, frame_valid
 
-    frames = tf.map_fn(one, (jpegs, seeds[:-1], rotation),
-                       fn_output_signature=tf.TensorSpec(
-                           [self.augment.image_size, self.augment.image_size, 3], tf.uint8))
-    out['frames'] = tf.reshape(frames, [k, l, self.augment.image_size,
-                                        self.augment.image_size, 3])
+    frames, boxes, valid = tf.map_fn(
+        one, (flat(selected['jpegs']), seeds[:-1], rotation, boxes, valid),
+        fn_output_signature=(tf.TensorSpec([size, size, 3], tf.uint8),
+                             tf.TensorSpec([b, 4], tf.float32), tf.TensorSpec([b], tf.bool)))
+    out['frames'] = tf.reshape(frames, [k, l, size, size, 3])
+    if b:
+      out['boxes'] = tf.reshape(boxes, [k, l, b, 4])
+      out['box_valid'] = tf.reshape(valid, [k, l, b])
+      out['box_labels'] = tf.where(out['box_valid'], selected['box_labels'], 0)
+    if self.soft_label_classes:
+      out['soft_labels'] = selected['soft_labels']
     return out

@@ -6,6 +6,10 @@ layout; the encoder sees them as one batch of images and every feature is return
 leading layout restored, e.g. features['block4'] is [V, K, L, h, w, c]. With three leading
 dims, features['shot_embeddings'] [V, K, D] is the average of each shot's frame
 representations (VIVI's parameter-free average pooling p, seed 001 section 4).
+
+When the batch carries detector boxes [V, K, L, B, 4], features['box_features']
+[V, K, L, B, C] are the block-4 feature columns at the box centres (seed 000, Figure 3);
+when it carries labelled images (co-training), features['labelled'] holds their features.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vivi.models import resnet_v2
+from vivi.models import box_features, resnet_v2
 
 
 def normalize_images(images):
@@ -29,6 +33,10 @@ class VideoModel(nn.Module):
 
   def __call__(self, batch: dict, train: bool = False) -> dict:
     features = self.encode(batch['frames'], train)
+    if 'boxes' in batch:
+      features['box_features'] = box_features.gather(features['block4'], batch['boxes'])
+    if 'images' in batch:
+      features['labelled'] = self.encode(batch['images'], train)
     outputs = {'features': features}
     for name, head in self.heads.items():
       outputs[name] = head(features, batch, train)

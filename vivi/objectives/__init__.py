@@ -14,13 +14,18 @@ import types
 
 import ml_collections
 
-from vivi.objectives import exemplar, rotation, shot_infonce, shot_order
+from vivi.objectives import (distillation, exemplar, object_classification, object_triplet,
+                             rotation, shot_infonce, shot_order, supervised)
 
 REGISTRY: dict[str, types.ModuleType] = {
-    'exemplar': exemplar,
-    'rotation': rotation,
-    'shot_infonce': shot_infonce,
-    'shot_order': shot_order,
+    'exemplar': exemplar,                            # VIVI frame/shot level (seed 001)
+    'rotation': rotation,                            # VIVI frame level (seed 001)
+    'shot_infonce': shot_infonce,                    # VIVI video level (seed 001)
+    'shot_order': shot_order,                        # VIVI video level (seed 001)
+    'object_triplet': object_triplet,                # object level (seed 000)
+    'object_classification': object_classification,  # object level ablation (seed 000)
+    'distillation': distillation,                    # soft-label ablation (seed 000)
+    'supervised': supervised,                        # co-training (seeds 000, 001)
 }
 
 

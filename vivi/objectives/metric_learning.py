@@ -79,6 +79,23 @@ def semihard_triplet_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
   return loss, metrics
 
 
+def nearest_neighbour_agreement(embeddings: jax.Array, labels: jax.Array,
+                                valid: jax.Array | None = None) -> jax.Array:
+  """Fraction of valid rows whose nearest valid neighbour (not itself) has the same label.
+
+  The diagnostic of Romijnders et al. (seed 000, Table 2) on box representations.
+  Rows without any valid neighbour do not count.
+  """
+  b = embeddings.shape[0]
+  valid = jnp.ones((b,), bool) if valid is None else valid
+  d = pairwise_sq_distances(embeddings)
+  d = jnp.where(valid[None, :] & ~jnp.eye(b, dtype=bool), d, jnp.inf)
+  nearest = jnp.argmin(d, axis=1)
+  counted = valid & jnp.isfinite(jnp.min(d, axis=1))
+  agree = counted & (labels[nearest] == labels)
+  return jnp.sum(agree) / jnp.maximum(jnp.sum(counted), 1)
+
+
 def masked_info_nce(scores: jax.Array, positive: jax.Array, candidates: jax.Array,
                     subtract_log_count: bool = True) -> jax.Array:
   """Per-query InfoNCE loss with exactly one positive per row (van den Oord et al. 2018).
