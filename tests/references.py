@@ -61,3 +61,39 @@ def softmax_cross_entropy(logits, labels):
   z = z - z.max(-1, keepdims=True)
   logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
   return float(np.mean([-logp[i, labels[i]] for i in range(len(labels))]))
+
+
+def nearest_neighbour_agreement(emb, labels, valid):
+  """Seed 000 Table 2: share of valid rows whose nearest other valid row has their label."""
+  x = np.asarray(emb, np.float64)
+  hits, count = 0, 0
+  for a in range(len(x)):
+    if not valid[a]:
+      continue
+    others = [(np.sum((x[a] - x[b]) ** 2), b) for b in range(len(x)) if b != a and valid[b]]
+    if others:
+      count += 1
+      hits += labels[min(others)[1]] == labels[a]
+  return hits / max(count, 1)
+
+
+def sigmoid_bce_per_box(logits, labels, valid):
+  """Binary cross-entropy over the label space, summed over classes, mean over valid boxes."""
+  z = np.asarray(logits, np.float64)
+  total, n = 0.0, 0
+  for i in range(len(z)):
+    if not valid[i]:
+      continue
+    t = np.zeros(z.shape[1])
+    t[labels[i]] = 1.0
+    p = 1 / (1 + np.exp(-z[i]))
+    total += -np.sum(t * np.log(p) + (1 - t) * np.log(1 - p))
+    n += 1
+  return total / max(n, 1)
+
+
+def soft_cross_entropy(logits, targets):
+  z = np.asarray(logits, np.float64)
+  z = z - z.max(-1, keepdims=True)
+  logq = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  return float(np.mean(-(np.asarray(targets) * logq).sum(-1)))

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from vivi.input import augment, pipeline, records, vivi_sampler
+from vivi.input import augment, objects, pipeline, records, vivi_sampler
 
 SIZE = 16
 NO_AUGMENT = augment.AugmentConfig(image_size=SIZE, crop_area=(1.0, 1.0), crop_aspect=(1, 1),
@@ -183,3 +183,99 @@ def test_undecodable_frame_names_file_record_and_frame(tmp_path):
   sampler = vivi_sampler.ViviSampler(num_shots=2, frames_per_shot=4, augment=NO_AUGMENT)
   with pytest.raises(records.RecordError, match=r"record 1 \(broken\) frame 5: undecodable"):
     _batches(files, sampler)
+
+
+def _annotate(v: records.Video, rng) -> records.Video:
+  """Gives each frame 0-7 boxes with random scores (some below 0.05) and labels."""
+  for f in range(len(v.frames)):
+    n = int(rng.integers(0, 8))
+    corners = np.sort(rng.uniform(0, 1, (n, 2, 2)), axis=1)
+    v.boxes[f] = corners.transpose(0, 2, 1).reshape(n, 4)[:, [0, 2, 1, 3]].astype(np.float32)
+    v.labels[f] = rng.integers(0, 6, n)
+    v.scores[f] = rng.uniform(0, 0.3, n).astype(np.float32)
+  v.soft_labels = rng.dirichlet(np.ones(3), len(v.frames)).astype(np.float32)
+  return v
+
+
+def _select(v, frame_idx, cfg, seed=0):
+  serialized = records.to_sequence_example(v).SerializeToString()
+  parsed = pipeline._parse(tf.constant(serialized), records.parse_features(3))
+  return {k: x.numpy() for k, x in objects.select_boxes(
+      parsed, tf.constant(frame_idx), cfg, tf.constant([seed, 1], tf.int64)).items()}
+
+
+def test_select_boxes_keeps_the_top_five_above_the_score_threshold():
+  v = _annotate(_video('o', [6, 6]), np.random.default_rng(0))
+  frames = np.array([[0, 1, 2], [7, 8, 9]])
+  out = _select(v, frames, objects.ObjectsConfig(num_classes=6))
+  assert out['boxes'].shape == (2, 3, 5, 4) and out['box_valid'].shape == (2, 3, 5)
+  for (k, l), f in np.ndenumerate(frames):
+    keep = [i for i in np.argsort(-v.scores[f], kind='stable') if v.scores[f][i] >= 0.05][:5]
+    n = len(keep)
+    assert out['box_valid'][k, l].tolist() == [True] * n + [False] * (5 - n)
+    np.testing.assert_allclose(out['boxes'][k, l, :n], v.boxes[f][keep], rtol=1e-6)
+    np.testing.assert_array_equal(out['box_labels'][k, l, :n], v.labels[f][keep])
+    assert not out['boxes'][k, l, n:].any() and not out['box_labels'][k, l, n:].any()
+
+
+def test_random_box_ablations_change_only_what_they_should():
+  v = _annotate(_video('o', [10]), np.random.default_rng(1))
+  frames = np.arange(10)[None]
+  base = _select(v, frames, objects.ObjectsConfig(num_classes=6))
+  moved = _select(v, frames, objects.ObjectsConfig(num_classes=6, random_boxes=True))
+  relabelled = _select(v, frames, objects.ObjectsConfig(num_classes=6, random_labels=True))
+  valid = base['box_valid']
+  assert valid.sum() > 10
+  for out in (moved, relabelled):
+    np.testing.assert_array_equal(out['box_valid'], valid)
+  size = lambda b: b[..., 2:] - b[..., :2]
+  # Random coordinates: same sizes and labels, new positions inside the frame.
+  np.testing.assert_allclose(size(moved['boxes'])[valid], size(base['boxes'])[valid], atol=1e-6)
+  np.testing.assert_array_equal(moved['box_labels'], base['box_labels'])
+  assert np.all(moved['boxes'][valid] >= 0) and np.all(moved['boxes'][valid] <= 1 + 1e-6)
+  assert np.abs(moved['boxes'][valid] - base['boxes'][valid]).mean() > 0.05
+  # Random labels: same boxes, new labels within the label map.
+  np.testing.assert_array_equal(relabelled['boxes'], base['boxes'])
+  assert np.mean(relabelled['box_labels'][valid] != base['box_labels'][valid]) > 0.5
+  assert relabelled['box_labels'].max() < 6
+
+
+def test_boxes_follow_their_frame_through_the_flip_and_soft_labels_pass(tmp_path):
+  image = np.zeros((SIZE, SIZE, 3), np.uint8)
+  image[:, :SIZE // 2] = 255                       # Bright left half: shows the flip.
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format='JPEG', quality=100)
+  v = _video('f', [4, 4])
+  v.frames = [buf.getvalue()] * 8
+  v.boxes = [np.array([[0.2, 0.1, 0.6, 0.3]], np.float32)] * 8
+  v.labels, v.scores = [np.array([4])] * 8, [np.array([0.9], np.float32)] * 8
+  v.soft_labels = np.tile(np.array([[0.2, 0.5, 0.3]], np.float32), (8, 1))
+  files = _write(tmp_path, [[v]])
+  cfg = augment.AugmentConfig(image_size=SIZE, crop_area=(1.0, 1.0), crop_aspect=(1, 1),
+                              flip=True, color=False)
+  sampler = vivi_sampler.ViviSampler(num_shots=2, frames_per_shot=4, augment=cfg,
+                                     objects=objects.ObjectsConfig(num_classes=5),
+                                     soft_label_classes=3)
+  flips = set()
+  for seed in range(3):
+    batch = _batches(files, sampler, seed=seed)[1][0]
+    for k in range(2):
+      for l in range(4):
+        flipped = batch['frames'][0, k, l, :, 0].mean() < 128   # Left column dark.
+        flips.add(flipped)
+        want = [0.2, 0.7, 0.6, 0.9] if flipped else [0.2, 0.1, 0.6, 0.3]
+        np.testing.assert_allclose(batch['boxes'][0, k, l, 0], want, atol=1e-6)
+        assert batch['box_valid'][0, k, l].tolist() == [True, False, False, False, False]
+        assert batch['box_labels'][0, k, l, 0] == 4
+    np.testing.assert_allclose(batch['soft_labels'][0], np.full((2, 4, 3), [0.2, 0.5, 0.3]),
+                               rtol=1e-6)
+  assert flips == {True, False}
+
+
+def test_transform_boxes_clips_and_keeps_centre_inside():
+  boxes = tf.constant([[0.3, 0.3, 0.9, 0.5]])     # Extends below the crop; centre inside.
+  out, valid = augment.transform_boxes(boxes, tf.constant([True]), tf.constant([20, 20, 60, 60]),
+                                       tf.constant([100, 100]), tf.constant(False))
+  # y: (30-20)/60 = 1/6 .. (90-20)/60 > 1 -> clipped to 1; x: 1/6 .. 0.5.
+  np.testing.assert_allclose(out[0], [1 / 6, 1 / 6, 1.0, 0.5], rtol=1e-5)
+  assert valid.numpy().tolist() == [True]

@@ -1,5 +1,6 @@
-"""End to end: `main.py` on the synthetic world writes checkpoints, events and the probe
-report, and resumes after being killed (slow: run by CI, deselect with -m "not slow")."""
+"""End to end: the README's main command (`main.py`, configs/vivi_obj.py:tiny, shortened)
+writes checkpoints, events and the probe report, and resumes after being killed (slow: run
+by CI, deselect with -m "not slow")."""
 
 import glob
 import os
@@ -17,11 +18,11 @@ pytestmark = pytest.mark.slow
 
 def _command(workdir, cache, steps):
   return [sys.executable, os.path.join(ROOT, 'main.py'), '--config',
-          os.path.join(ROOT, 'configs/vivi.py') + ':tiny', '--workdir', workdir,
+          os.path.join(ROOT, 'configs/vivi_obj.py') + ':tiny', '--workdir', workdir,
           f'--config.num_train_steps={steps}', '--config.checkpoint_every_steps=3',
           '--config.log_every_steps=3', '--config.probe.every_steps=1000',
           '--config.probe.num_train=100', '--config.probe.num_test=50',
-          '--config.probe.tasks=("class",)', '--config.data.synthetic.num_videos=32',
+          '--config.probe.tasks=("class",)', '--config.probe.nn_videos=4', '--config.data.synthetic.num_videos=32',
           '--config.data.synthetic.image_size=32', '--config.data.shuffle_buffer=16',
           '--config.input.image_size=32', '--config.probe.image_size=32',
           f'--config.data.cache_dir={cache}']
@@ -53,6 +54,7 @@ def test_main_trains_checkpoints_reports_and_resumes_after_kill(tmp_path):
   assert f'Resumed from the checkpoint at step {resumed_at}' in out.stderr
   assert _steps(workdir)[-1] == resumed_at + 3
   assert glob.glob(f'{workdir}/events.out.tfevents.*')
-  table = re.search(r'class\s+([0-9.]+)\s+([0-9.]+)', out.stdout)
-  assert table, out.stdout
-  assert 0.0 <= float(table.group(1)) <= 1.0 and 0.0 <= float(table.group(2)) <= 1.0
+  for row in ('class', 'object_nn'):
+    table = re.search(row + r'\s+([0-9.]+)\s+([0-9.]+)', out.stdout)
+    assert table, out.stdout
+    assert 0.0 <= float(table.group(1)) <= 1.0 and 0.0 <= float(table.group(2)) <= 1.0

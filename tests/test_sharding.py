@@ -88,3 +88,44 @@ def test_paper_config_train_step_shapes_at_paper_batch():
   assert {'exemplar/loss', 'shot_infonce/loss', 'learning_rate'} <= set(metrics)
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params['encoder']))
   assert n == 23_519_360
+
+
+COTRAIN_SCRIPT = r'''
+import json, sys
+import jax, numpy as np
+from configs import vivi_obj_cotrain
+from vivi import loop, parallel, train
+
+config = vivi_obj_cotrain.get_config('tiny')
+config.data.cache_dir = sys.argv[1]
+config.data.synthetic = dict(num_videos=16, image_size=32, seed=0, fps=1.0)
+config.data.shuffle_buffer = 8
+config.input.image_size = 32
+config.labelled.num_examples = 64
+config.labelled.batch_size = 16
+mesh = parallel.make_mesh()
+assert mesh.devices.size == 8
+model, tx = train.build_model(config), train.make_optimizer(config)
+state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)), mesh)
+step = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
+local = next(iter(loop.make_input(config)))
+local.update(next(loop.make_labelled_input(config, mesh)))
+batch = parallel.global_batch(local, mesh)
+assert batch['images'].sharding.spec[0] == 'data' and batch['boxes'].shape[-2:] == (5, 4)
+state, metrics = step(state, batch, jax.random.key(1))
+print(json.dumps({k: float(v) for k, v in metrics.items()}))
+'''
+
+
+@pytest.mark.slow
+def test_cotraining_step_with_both_pipelines_on_eight_devices(tmp_path):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', COTRAIN_SCRIPT, str(tmp_path)], env=env,
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  metrics = json.loads(out.stdout.strip().splitlines()[-1])
+  for key in ('loss', 'supervised/loss', 'object_triplet/loss', 'exemplar/loss',
+              'shot_infonce/loss'):
+    assert np.isfinite(metrics[key]), key
+  assert metrics['object_triplet/valid_boxes'] > 0

@@ -36,11 +36,12 @@ class SyntheticProbe:
         image_size=p.image_size, seed=p.seed)
 
   def __call__(self, state) -> dict[str, float]:
+    """Test accuracy of each task's probe, and the 'object_nn' fraction."""
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    accuracy = {}
+    results = {}
     for task, ((x_tr, y_tr), (x_te, y_te), num_classes) in self.tasks.items():
       f_tr = linear_probe.extract_features(self.encode, variables, x_tr, self.mesh)
       f_te = linear_probe.extract_features(self.encode, variables, x_te, self.mesh)
-      accuracy[task] = linear_probe.probe_accuracy(f_tr, y_tr, f_te, y_te, num_classes)
-    accuracy['object_nn'] = self.object_nn(state)
-    return accuracy
+      results[task] = linear_probe.probe_accuracy(f_tr, y_tr, f_te, y_te, num_classes)
+    results['object_nn'] = self.object_nn(state)
+    return results
