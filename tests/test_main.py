@@ -22,7 +22,8 @@ def _command(workdir, cache, steps):
           f'--config.num_train_steps={steps}', '--config.checkpoint_every_steps=3',
           '--config.log_every_steps=3', '--config.probe.every_steps=1000',
           '--config.probe.num_train=100', '--config.probe.num_test=50',
-          '--config.probe.tasks=("class",)', '--config.probe.nn_videos=4', '--config.data.synthetic.num_videos=32',
+          '--config.probe.tasks=("class",)', '--config.probe.nn_videos=4',
+          '--config.data.synthetic.num_videos=32',
           '--config.data.synthetic.image_size=32', '--config.data.shuffle_buffer=16',
           '--config.input.image_size=32', '--config.probe.image_size=32',
           f'--config.data.cache_dir={cache}']
