@@ -1,4 +1,4 @@
-r"""VIVI-Ex(4): exemplar frame/shot-level loss + LSTM InfoNCE over 4 shots (seed 001).
+r"""VIVI-Ex(4): exemplar frame/shot-level loss + LSTM InfoNCE over 4 shots (VIVI).
 
 Paper run (Tschannen et al., CVPR 2020, section 4), on records of the user's videos:
 
@@ -11,7 +11,7 @@ Paper run (Tschannen et al., CVPR 2020, section 4), on records of the user's vid
   loss (semi-hard, M=8 frames per shot) + lambda * L_NCE with an LSTM of 256 units.
   Expected: 62.5% mean VTAB-1k accuracy (Table 1, VIVI-Ex(4)); 63.3% with width=3.
   lambda: the paper sweeps "at most four values" without naming the pick; 0.04 is the value
-  Romijnders et al. (seed 000, section 4.1) report "following [68]" (i.e. this paper).
+  Romijnders et al. (section 4.1) report "following [68]" (i.e. this paper).
   Not in the paper's main text (its appendix holds them), chosen here and said so: weight
   decay 1e-4 on kernels and the exemplar embedding (1000-d, margin 0.5) from [33], no
   warm-up, 224 px Inception crops of frames.
@@ -45,7 +45,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.data.shuffle_buffer = 2000
 
   c.input = ml_collections.ConfigDict()
-  c.input.batch_videos = 512     # x num_shots = 2048 shots per step (seed 001, section 4).
+  c.input.batch_videos = 512     # x num_shots = 2048 shots per step (VIVI, section 4).
   c.input.num_shots = 4          # K
   c.input.frames_per_shot = 8    # L (M in section 3.2): 8 for exemplar, 4 for rotation.
   c.input.image_size = 224
@@ -56,7 +56,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # Detector boxes per frame (input/objects.py): 0 = none; the object level uses 5.
   c.input.max_boxes = 0
   c.input.min_box_score = 0.05
-  c.input.random_boxes = False   # Ablations of seed 000 Table 1.
+  c.input.random_boxes = False   # Ablations of Romijnders et al. Table 1.
   c.input.random_labels = False
   c.input.soft_labels = False    # Frames carry the records' soft labels (distillation).
 
@@ -84,7 +84,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
   # Linear probe of frozen pooled features on the synthetic world's held-out tasks.
-  # and the object nearest-neighbour diagnostic of seed 000 Table 2 on held-out videos.
+  # and the object nearest-neighbour diagnostic of Romijnders et al. Table 2 on held-out videos.
   c.probe = dict(every_steps=10_000, tasks=('class', 'count', 'position', 'orientation',
                                              'size'),
                  num_train=2000, num_test=1000, image_size=224, seed=1,

@@ -1,4 +1,4 @@
-r"""VIVI-Ex(4)-Co(100%): VIVI co-trained with labelled ImageNet images (seed 001, §3.1, §4).
+r"""VIVI-Ex(4)-Co(100%): VIVI co-trained with labelled ImageNet images (VIVI, §3.1, §4).
 
 Paper run (ImageNet prepared in the user's TFDS data dir; nothing is downloaded):
 
@@ -7,8 +7,8 @@ Paper run (ImageNet prepared in the user's TFDS data dir; nothing is downloaded)
 
   Published values: the encoder uses GroupNorm with weight standardisation instead of
   BatchNorm ("to avoid mismatch in batch statistics between the two data sources");
-  100k steps (seed 001: "trained for 100k iterations"); Romijnders et al. (seed 000,
-  section 4.1) give the co-training schedule used here: 512 videos and 2,048 images per
+  100k steps (VIVI: "trained for 100k iterations"); Romijnders et al. (section
+  4.1) give the co-training schedule used here: 512 videos and 2,048 images per
   step, learning rate x0.1 after 70k, 85k and 95k steps; Inception crops of the images; a
   linear classifier on the pooled representation with loss L + gamma * L_supervised.
   Expected: 68.0% mean VTAB-1k accuracy (Table 1, VIVI-Ex(4)-Co(100%)).

@@ -1,4 +1,4 @@
-r"""VIVI + the object level (Romijnders et al., seed 000): L = w L_object + L_frame + b L_shot.
+r"""VIVI + the object level (Romijnders et al.): L = w L_object + L_frame + b L_shot.
 
 Paper run, on records annotated by a detector (data/; the paper's detector is SSD
 MobileNet v2 trained on OpenImages V4, 600 classes):
@@ -13,7 +13,7 @@ MobileNet v2 trained on OpenImages V4, 600 classes):
   units. Expected: 64.1% mean VTAB-1k accuracy (Table 1, "Ours"; VIVI 60.9%).
 
   Ambiguous in the paper, chosen here: "a batch size of 512" is read as 512 *videos*
-  (2,048 shots, 16,384 frames), the VIVI batch it builds on (NK = 2048 in seed 001); the
+  (2,048 shots, 16,384 frames), the VIVI batch it builds on (NK = 2048 in VIVI); the
   triplet margin of L_object (not given) is the exemplar's 0.5; box representations are
   L2-normalised like frame embeddings; L_object runs over all valid boxes of the global
   batch (up to 81,920 at this batch).

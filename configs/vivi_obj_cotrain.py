@@ -1,4 +1,4 @@
-r"""VIVI + the object level, co-trained with labelled ImageNet images (seed 000, §4.1).
+r"""VIVI + the object level, co-trained with labelled ImageNet images (Romijnders et al., §4.1).
 
   python main.py --config=configs/vivi_obj_cotrain.py --workdir=/tmp/vivi_obj_co \
       --config.data.dataset=/path/to/annotated_records --config.labelled.data_dir=/path/tfds

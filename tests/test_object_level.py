@@ -1,4 +1,4 @@
-"""The object level (seed 000): box features, L_object, its ablations and diagnostic."""
+"""The object level (Romijnders et al.): box features, L_object, its ablations and diagnostic."""
 
 import jax
 import jax.numpy as jnp

@@ -1,8 +1,9 @@
 """Orbax checkpoints of the train state (plus the run's config as JSON).
 
-Saves are asynchronous; the loop saves every `config.checkpoint_every_steps` and at the end,
-and the last `config.keep_checkpoints` are kept. Orbax writes each checkpoint to a temporary directory
-and renames it when complete, so a save interrupted midway is never restored.
+Saves are asynchronous; the loop saves every `config.checkpoint_every_steps` and at the
+end, and the last `config.keep_checkpoints` are kept. Orbax writes each checkpoint to a
+temporary directory and renames it when complete, so a save interrupted midway is never
+restored.
 """
 
 from __future__ import annotations

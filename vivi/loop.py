@@ -174,6 +174,6 @@ def _print_probes(trained: dict, init: dict, step: int) -> None:
   for task in trained:
     lines.append(f'  {task:<14}{trained[task]:>9.3f}{init[task]:>9.3f}')
   lines.append('  (tasks: linear-probe test accuracy; object_nn: share of held-out boxes whose '
-               'nearest neighbour has their class, seed 000 Table 2)')
+               'nearest neighbour has their class, Romijnders et al. Table 2)')
   if jax.process_index() == 0:
     print('\n'.join(lines), flush=True)

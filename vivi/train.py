@@ -44,7 +44,7 @@ def build_model(config: ml_collections.ConfigDict) -> video_model.VideoModel:
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Piecewise-constant decay (seed 001 section 4: x0.1 at 90k and 110k of 120k steps),
+  """Piecewise-constant decay (VIVI section 4: x0.1 at 90k and 110k of 120k steps),
   after an optional linear warm-up."""
   s = config.schedule
   if s.name != 'piecewise':

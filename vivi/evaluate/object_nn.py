@@ -1,4 +1,4 @@
-"""The object nearest-neighbour diagnostic of Romijnders et al. (seed 000, Table 2).
+"""The object nearest-neighbour diagnostic of Romijnders et al. (Table 2).
 
 For boxes of held-out frames, the fraction whose nearest neighbour in representation space
 (block-4 feature column at the box centre, L2-normalised, the box itself excluded) carries

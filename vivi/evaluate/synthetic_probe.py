@@ -4,7 +4,7 @@ The training loop runs this on the encoder at initialisation and every
 `config.probe.every_steps`, so every run reports what its representation is worth. Task
 images are rendered once (deterministically from `config.probe.seed`), features are the
 pooled representation ('pre_logits') with BatchNorm in inference mode. It also reports the
-object nearest-neighbour diagnostic of seed 000 Table 2 ('object_nn', `object_nn.py`).
+object nearest-neighbour diagnostic of Romijnders et al. Table 2 ('object_nn', `object_nn.py`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Per-frame augmentation in TensorFlow, stateless (seeded) and box-aware.
 
-VIVI (seed 001, section 4) and Romijnders et al. (seed 000, section 4.1) augment every frame
+VIVI (section 4) and Romijnders et al. (section 4.1) augment every frame
 with the policy of [58]/[66]: Inception-style random resized crop, left-right flip and
 colour distortion. We follow TF-slim's `inception_preprocessing` (crop area 5%-100% of the
 frame, aspect ratio 3/4-4/3; brightness +-32/255, saturation and contrast x[0.5, 1.5],
@@ -8,7 +8,7 @@ hue +-0.2, in that fixed order since stateless ops cannot draw the order cheaply
 
 Geometry is drawn first as explicit parameters (a crop window and a flip bit) and then
 applied, so that the same parameters can move the frame's boxes (`transform_boxes`): the
-object level (seed 000: "the coordinates of object bounding boxes are recalculated
+object level (Romijnders et al.: "the coordinates of object bounding boxes are recalculated
 accordingly") needs boxes to follow their frame.
 
 Only the crop window of the JPEG is decoded (`decode_and_crop_jpeg`).

@@ -1,12 +1,12 @@
 """Labelled images for co-training: the second input stream next to the videos.
 
-VIVI (seed 001, section 3.1 "Co-training with labeled images") applies the frame encoder f
+VIVI (section 3.1 "Co-training with labeled images") applies the frame encoder f
 and a linear classifier to mini-batches of labelled images from a *different* data set
 (ImageNet, section 4: all of it or a class-balanced 10%) and adds gamma * cross-entropy to
-the self-supervised loss. Romijnders et al. (seed 000, section 4.1 "Cotraining details")
+the self-supervised loss. Romijnders et al. (section 4.1 "Cotraining details")
 sample one image batch per step next to the video batch and state "Images are preprocessed
 using the inception crop function"; VIVI additionally uses S4L's HSV colour randomisation
-for the models co-trained on a fraction of ImageNet (seed 001, section 4).
+for the models co-trained on a fraction of ImageNet (VIVI, section 4).
 
 What we chose:
   * Augmentation: Inception crop (random resized crop, `AugmentConfig.crop_area` /
@@ -81,7 +81,7 @@ class NotPreparedError(FileNotFoundError):
 
 
 def default_augment(image_size: int) -> augment.AugmentConfig:
-  """The co-training augmentation of seed 000: Inception crop and flip, no colour."""
+  """The co-training augmentation of Romijnders et al.: Inception crop and flip, no colour."""
   return augment.AugmentConfig(image_size=image_size, color=False)
 
 

@@ -1,6 +1,6 @@
 """Each sampled frame's detector annotations as fixed-shape, masked tensors.
 
-The object level of Romijnders et al. (seed 000, section 4.1): boxes with a detection score
+The object level of Romijnders et al. (section 4.1): boxes with a detection score
 below 0.05 are discarded and at most 5 are kept per frame (the highest scores). Here they are
 padded to `max_boxes` with a validity mask, so batches have static shapes; frames without
 boxes are normal (all invalid). Two rows of the paper's Table 1 are input-side ablations:

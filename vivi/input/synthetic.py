@@ -333,7 +333,7 @@ DETECTOR = Detector()
 @dataclasses.dataclass(frozen=True)
 class Teacher:
   """A simulated image classifier whose soft labels the distillation ablation learns from
-  (Romijnders et al., seed 000, Table 1 "Distilling from ImageNet": frame-level soft labels
+  (Romijnders et al., Table 1 "Distilling from ImageNet": frame-level soft labels
   of a classifier). Its logit for class c grows with the fraction of the frame that
   visible objects of class c cover; Gaussian noise makes it imperfect."""
   gain: float = 30.0

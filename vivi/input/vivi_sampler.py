@@ -1,4 +1,4 @@
-"""VIVI's video -> shot -> frame sampling (seed 001, section 4).
+"""VIVI's video -> shot -> frame sampling (VIVI, section 4).
 
 Per video: K consecutive shots that each have at least L frames (shots shorter than L are
 passed over, so "consecutive" means consecutive among the video's usable shots; a video with

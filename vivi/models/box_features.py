@@ -1,4 +1,4 @@
-"""Box representations from a feature grid (Romijnders et al., seed 000, Figure 3).
+"""Box representations from a feature grid (Romijnders et al., Figure 3).
 
 A box with centre (i, j) in an H x W image is represented by the feature column of the
 H' x W' grid at (floor(i H'/H), floor(j W'/W)): with normalised centres (cy, cx) = (i/H,

@@ -16,10 +16,10 @@ resolution, so the output stride is 32). A final norm + relu follows the last st
 
 `norm='batch'` uses BatchNorm over the whole (global, sharded) batch; `norm='group_ws'`
 uses GroupNorm with weight-standardised convolutions (Qiao et al. 2019), which VIVI
-(seed 001, section 4) and Romijnders et al. (seed 000, section 4.1) use for co-training.
+(VIVI, section 4) and Romijnders et al. (section 4.1) use for co-training.
 
-The model returns every stage's feature map: the object level (seed 000) gathers feature
-columns from stage 4, VITO pools the last two stages.
+The model returns every stage's feature map: the object level (Romijnders et al.) gathers
+feature columns from stage 4, VITO pools the last two stages.
 """
 
 from __future__ import annotations

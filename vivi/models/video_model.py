@@ -5,10 +5,11 @@ Frames arrive as uint8 [V, K, L, H, W, 3] (videos, shots, frames) or any other l
 layout; the encoder sees them as one batch of images and every feature is returned with the
 leading layout restored, e.g. features['block4'] is [V, K, L, h, w, c]. With three leading
 dims, features['shot_embeddings'] [V, K, D] is the average of each shot's frame
-representations (VIVI's parameter-free average pooling p, seed 001 section 4).
+representations (VIVI's parameter-free average pooling p, its section 4).
 
 When the batch carries detector boxes [V, K, L, B, 4], features['box_features']
-[V, K, L, B, C] are the block-4 feature columns at the box centres (seed 000, Figure 3);
+[V, K, L, B, C] are the block-4 feature columns at the box centres (Romijnders et al.,
+Figure 3);
 when it carries labelled images (co-training), features['labelled'] holds their features.
 """
 

@@ -18,14 +18,14 @@ from vivi.objectives import (distillation, exemplar, object_classification, obje
                              rotation, shot_infonce, shot_order, supervised)
 
 REGISTRY: dict[str, types.ModuleType] = {
-    'exemplar': exemplar,                            # VIVI frame/shot level (seed 001)
-    'rotation': rotation,                            # VIVI frame level (seed 001)
-    'shot_infonce': shot_infonce,                    # VIVI video level (seed 001)
-    'shot_order': shot_order,                        # VIVI video level (seed 001)
-    'object_triplet': object_triplet,                # object level (seed 000)
-    'object_classification': object_classification,  # object level ablation (seed 000)
-    'distillation': distillation,                    # soft-label ablation (seed 000)
-    'supervised': supervised,                        # co-training (seeds 000, 001)
+    'exemplar': exemplar,                            # VIVI frame/shot level
+    'rotation': rotation,                            # VIVI frame level
+    'shot_infonce': shot_infonce,                    # VIVI video level
+    'shot_order': shot_order,                        # VIVI video level
+    'object_triplet': object_triplet,                # object level (Romijnders et al.)
+    'object_classification': object_classification,  # ablation (Romijnders et al.)
+    'distillation': distillation,                    # ablation (Romijnders et al.)
+    'supervised': supervised,                        # co-training (VIVI; Romijnders et al.)
 }
 
 

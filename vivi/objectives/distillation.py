@@ -1,5 +1,5 @@
 """Distillation from a classifier's soft labels stored in the records (Romijnders et al.,
-seed 000, Table 1 "Distilling from ImageNet"; weight 1.0 from their Figure 8): a linear
+Table 1 "Distilling from ImageNet"; weight 1.0 from their Figure 8): a linear
 classifier on each frame's pooled representation is trained with the cross-entropy
 against the frame's soft labels, -sum_c p_c log q_c, averaged over frames.
 """

@@ -1,4 +1,4 @@
-"""Frame/shot-level exemplar loss of VIVI (seed 001, section 3.2).
+"""Frame/shot-level exemplar loss of VIVI (section 3.2).
 
 Exemplar SSL (Dosovitskiy et al.) scaled with a triplet loss as in [12, 33]: the L frames
 sampled from a shot are M consecutive frames each augmented once, so frames of the same

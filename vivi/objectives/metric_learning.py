@@ -32,8 +32,8 @@ def semihard_triplet_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
   negative that is farther from a than p is (semi-hard: d(a,p) < d(a,n)); if there is no
   such negative, the *farthest* negative; if a has no negative at all, distance 0. The loss
   is mean over positive pairs of max(d(a,p) - d(a,n) + margin, 0) with squared distances,
-  exactly the rule of TensorFlow's `triplet_semihard_loss`, which VIVI (seed 001,
-  section 3.2, via [12, 33]) and the object level (seed 000, equation 2) use.
+  exactly the rule of TensorFlow's `triplet_semihard_loss`, which VIVI (section 3.2, via
+  [12, 33]) and the object level (Romijnders et al., equation 2) use.
 
   Runs in O(B^2 log B) time and O(B^2) memory (sort the negatives of each anchor once,
   then binary-search each positive distance) rather than TF's O(B^3) tiling, so a global
@@ -83,7 +83,7 @@ def nearest_neighbour_agreement(embeddings: jax.Array, labels: jax.Array,
                                 valid: jax.Array | None = None) -> jax.Array:
   """Fraction of valid rows whose nearest valid neighbour (not itself) has the same label.
 
-  The diagnostic of Romijnders et al. (seed 000, Table 2) on box representations.
+  The diagnostic of Romijnders et al. (Table 2) on box representations.
   Rows without any valid neighbour do not count.
   """
   b = embeddings.shape[0]
@@ -103,7 +103,7 @@ def masked_info_nce(scores: jax.Array, positive: jax.Array, candidates: jax.Arra
       loss_q = -log( exp(s_q+) / ((1/C_q) * sum_{c in candidates_q} exp(s_qc)) )
 
   where C_q is the number of candidates of row q (the positive included). With
-  `subtract_log_count` this is equation (2) of VIVI (seed 001) literally, the 1/N inside
+  `subtract_log_count` this is equation (2) of VIVI literally, the 1/N inside
   the log included (the loss is then minus a lower bound on mutual information); without
   it, the usual softmax cross-entropy. The two differ by a constant.
 

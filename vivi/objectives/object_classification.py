@@ -1,5 +1,5 @@
-"""Cross-entropy on box representations, the ablation of Romijnders et al. (seed 000,
-Table 1 "Also predict cross entropy"; weight 0.1 from their Figure 7; alone, it is the
+"""Cross-entropy on box representations, an ablation of Romijnders et al.
+(Table 1 "Also predict cross entropy"; weight 0.1 from their Figure 7; alone, it is the
 "cross-entropy instead of the contrastive loss" variant of section 3).
 
 A linear classifier on each valid box's block-4 feature column predicts the detector's

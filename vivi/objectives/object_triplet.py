@@ -1,4 +1,4 @@
-"""The object level L_object of Romijnders et al. (seed 000, section 3, equation 2).
+"""The object level L_object of Romijnders et al. (section 3, equation 2).
 
 Box representations are the block-4 feature columns at the detector boxes' centres
 (`models/box_features.py`); boxes with the same detector class label are positives, boxes

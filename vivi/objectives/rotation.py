@@ -1,4 +1,4 @@
-"""Frame-level rotation prediction (Gidaris et al. 2018), VIVI's alternative L_S (seed 001,
+"""Frame-level rotation prediction (Gidaris et al. 2018), VIVI's alternative L_S (VIVI,
 section 3.2, approach (i): no explicit shot-level loss).
 
 The input pipeline rotates each frame by a multiple of 90 degrees and stores the multiple in

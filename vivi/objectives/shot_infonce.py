@@ -1,4 +1,4 @@
-"""Video-level InfoNCE prediction of future shot embeddings (seed 001, section 3.3, eq. 2).
+"""Video-level InfoNCE prediction of future shot embeddings (VIVI, section 3.3, eq. 2).
 
 Shot embeddings e_k are the average of the frame representations of shot k (parameter-free
 average pooling p, section 4). A predictor turns the past shots into a prediction of the
@@ -7,16 +7,16 @@ shot m steps ahead; the critic scores it against the true shot and against negat
   predictor='lstm' (the paper's K=4 setting): an LSTM with 256 units reads e_1..e_{K-1};
     its state after shot k predicts every later shot k+m with a bilinear critic
     g(c_k, e) = e^T W_m c_k, one W_m per step m (the form of CPC [45]; Romijnders et al.,
-    seed 000 section 4.1, "parameterize the critic g as a bilinear form").
+    Romijnders et al. section 4.1, "parameterize the critic g as a bilinear form").
   predictor='mlp' (the paper's K=2 setting): g(e, e') = phi1(e)^T phi2(e') with phi1, phi2
     MLPs with one hidden layer of 256 units (output width `hidden` too), predicting shot
     k+1 from shot k.
 
 Negatives are all shot embeddings of the *other* videos of the global batch, not only those
-at step k+m (footnote 3 of seed 001); the other shots of the same video are neither
+at step k+m (footnote 3 of VIVI); the other shots of the same video are neither
 positive nor negative. The loss is eq. (2) with the 1/N inside the log (N = number of
 candidates), summed over the (k, m) predictions of a video and averaged over videos, as in
-seed 000 eq. (1).
+Romijnders et al. eq. (1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Video-level shot-order prediction (seed 001, section 3.3): the order of a video's shot
+"""Video-level shot-order prediction (VIVI, section 3.3): the order of a video's shot
 embeddings is reversed with probability 1/2 and an MLP with one hidden layer of 512 units
 (section 4) predicts from the concatenated embeddings whether it was; cross-entropy loss.
 """

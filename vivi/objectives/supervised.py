@@ -1,6 +1,6 @@
-"""Co-training with labelled images (VIVI, seed 001, section 3.1; Romijnders et al., seed
-000, "Headroom analysis"): a linear classifier on the pooled representation of the labelled
-images of the batch, softmax cross-entropy; the total loss is L + gamma * L_supervised,
+"""Co-training with labelled images (VIVI, section 3.1; Romijnders et al., "Headroom
+analysis"): a linear classifier on the pooled representation of the labelled images of the
+batch, softmax cross-entropy; the total loss is L + gamma * L_supervised,
 gamma being this objective's weight (swept by the papers, value not reported).
 """
 
