@@ -77,10 +77,16 @@ def augment_frame(jpeg: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig, rotation
   return _augment(hw, crop, seed, cfg, rotation)
 
 
+def augment_decoded(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig):
+  """`augment_frame` for an already decoded uint8 image [H, W, 3]; same return values, so
+  that whatever is aligned with the image (boxes, segment masks) can follow its geometry."""
+  crop = lambda w: tf.slice(image, tf.stack([w[0], w[1], 0]), tf.stack([w[2], w[3], 3]))
+  return _augment(tf.shape(image)[:2], crop, seed, cfg)
+
+
 def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
   """The same augmentation of an already decoded uint8 image [H, W, 3] -> [S, S, 3]."""
-  crop = lambda w: tf.slice(image, tf.stack([w[0], w[1], 0]), tf.stack([w[2], w[3], 3]))
-  return _augment(tf.shape(image)[:2], crop, seed, cfg)[0]
+  return augment_decoded(image, seed, cfg)[0]
 
 
 def _augment(hw: tf.Tensor, crop, seed: tf.Tensor, cfg: AugmentConfig, rotation=None):
