@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     'protobuf>=6.33,<7',
     'importlib_resources>=7.1,<8',
     'pillow>=13,<14',
+    'scikit-image>=0.26,<0.27',
 ]
 
 setuptools.setup(

@@ -33,22 +33,19 @@ Variants: '' (paper), 'tiny'. Any key can be overridden: --config.model.width=3.
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-
-  c.data = ml_collections.ConfigDict()
-  c.data.dataset = ''            # A folder of records + manifest.json, or 'synthetic'.
-  c.data.cache_dir = '~/.cache/vivi'   # Where the synthetic world is built on first use.
-  c.data.synthetic = dict(num_videos=2000, image_size=256, seed=0, fps=1.0)
-  c.data.shuffle_buffer = 2000
+  c = common.base(variant)
 
   c.input = ml_collections.ConfigDict()
+  c.input.sampler = 'vivi'        # vivi/input/samplers.py
   c.input.batch_videos = 512     # x num_shots = 2048 shots per step (VIVI, section 4).
   c.input.num_shots = 4          # K
   c.input.frames_per_shot = 8    # L (M in section 3.2): 8 for exemplar, 4 for rotation.
   c.input.image_size = 224
+  c.input.augment = 'inception'  # Inception crop + flip + colour (VIVI section 4, [58]).
   c.input.crop_area = (0.05, 1.0)
   c.input.flip = True
   c.input.color = True
@@ -60,17 +57,6 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.input.random_labels = False
   c.input.soft_labels = False    # Frames carry the records' soft labels (distillation).
 
-  # Co-training with labelled images (input/labelled.py): '' = none.
-  c.labelled = dict(dataset='', split='train', data_dir='', batch_size=0, num_examples=10000,
-                    seed=2)
-
-  c.model = ml_collections.ConfigDict()
-  c.model.depth = 50
-  c.model.width = 1.0            # 3.0 for VIVI-Ex(4)-Big.
-  c.model.norm = 'batch'         # 'group_ws' when co-training (section 4).
-  c.model.num_groups = 32
-  c.model.dtype = 'float32'
-
   c.objectives = ml_collections.ConfigDict()
   c.objectives.exemplar = dict(weight=1.0, margin=0.5, embedding_dim=1000)
   c.objectives.shot_infonce = dict(weight=0.04, predictor='lstm', hidden=256)
@@ -80,37 +66,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
                     decay_factor=0.1, warmup_steps=0)
   c.num_train_steps = 120_000
 
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 1000
-  c.keep_checkpoints = 3
-  # Linear probe of frozen pooled features on the synthetic world's held-out tasks.
-  # and the object nearest-neighbour diagnostic of Romijnders et al. Table 2 on held-out videos.
-  c.probe = dict(every_steps=10_000, tasks=('class', 'count', 'position', 'orientation',
-                                             'size'),
-                 num_train=2000, num_test=1000, image_size=224, seed=1,
-                 nn_videos=40, nn_frames_per_video=8)
-
   if variant == 'tiny':
-    c.data.dataset = 'synthetic'
-    c.data.synthetic = dict(num_videos=400, image_size=64, seed=0, fps=1.0)
-    c.data.shuffle_buffer = 400
-    c.input.batch_videos = 8
+    common.tiny_schedule(c, learning_rate=0.1)
     c.input.frames_per_shot = 4
-    c.input.image_size = 48
     c.input.crop_area = (0.25, 1.0)
-    c.model.depth = 14
-    c.model.width = 0.5
     c.objectives.exemplar.embedding_dim = 128
-    c.schedule.base_learning_rate = 0.1
     c.schedule.boundaries = (300, 400)
-    c.schedule.warmup_steps = 20
-    c.num_train_steps = 450
-    c.log_every_steps = 25
-    c.checkpoint_every_steps = 150
-    c.probe.every_steps = 225
-    c.probe.num_train = 2000
-    c.probe.num_test = 1000
-    c.probe.image_size = 48
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r} of configs/vivi.py; use '' or 'tiny'")
   return c

@@ -97,3 +97,91 @@ def soft_cross_entropy(logits, targets):
   z = z - z.max(-1, keepdims=True)
   logq = z - np.log(np.exp(z).sum(-1, keepdims=True))
   return float(np.mean(-(np.asarray(targets) * logq).sum(-1)))
+
+
+def _log_ratio(pos, negs):
+  """-log(exp(pos) / (exp(pos) + sum(exp(negs)))) in float64."""
+  pos = float(pos)
+  return -pos + np.log(np.exp(pos) + np.sum(np.exp(np.asarray(negs, np.float64))))
+
+
+def multi_pair_nce(f, g, memory, temperature):
+  """VINCE Algorithm 1 / equation 3 with loops: every (anchor, positive of its video) pair
+  against the positives of the other videos and the memory bank."""
+  f, g, memory = (np.asarray(x, np.float64) for x in (f, g, memory))
+  v, k, _ = f.shape
+  losses = []
+  for a in range(v):
+    for i in range(k):
+      negs = [f[a, i] @ g[b, j] / temperature for b in range(v) if b != a for j in range(k)]
+      negs += [f[a, i] @ m / temperature for m in memory]
+      for p in range(k):
+        losses.append(_log_ratio(f[a, i] @ g[a, p] / temperature, negs))
+  return np.mean(losses)
+
+
+def moco_info_nce(q, k, memory, temperature):
+  """MoCo's InfoNCE as a (1 + n - 1 + m)-way softmax cross-entropy, the positive key first
+  (the other keys of the batch are negatives too, as VINCE's Algorithm 1 has it)."""
+  q, k, memory = (np.asarray(x, np.float64) for x in (q, k, memory))
+  losses = []
+  for i in range(len(q)):
+    others = [k[j] for j in range(len(k)) if j != i]
+    logits = np.array([q[i] @ key for key in [k[i]] + others + list(memory)]) / temperature
+    losses.append(softmax_cross_entropy(logits[None], [0]))
+  return np.mean(losses)
+
+
+def vito_info_nce(online, target, temperature):
+  """VITO equation 3, summed over ordered view pairs i != j, mean over videos; negatives
+  are the target projections of every view of the other videos."""
+  online, target = np.asarray(online, np.float64), np.asarray(target, np.float64)
+  v, n, _ = online.shape
+  per_video = []
+  for a in range(v):
+    total = 0.0
+    for i in range(n):
+      negs = [online[a, i] @ target[b, j] / temperature
+              for b in range(v) if b != a for j in range(n)]
+      for j in range(n):
+        if j != i:
+          total += _log_ratio(online[a, i] @ target[a, j] / temperature, negs)
+    per_video.append(total)
+  return np.mean(per_video)
+
+
+def detcon(online, target, valid, temperature):
+  """DetCon's loss (the slides' equation): for every valid mask m of image b and view a,
+  the online vector against the target vector of the same mask in the other view, with the
+  target vectors (other view) of all other valid masks of the batch as negatives; mean
+  over valid masks of the two views' average."""
+  online, target = np.asarray(online, np.float64), np.asarray(target, np.float64)
+  v, _, m, _ = online.shape
+  items = [(b, i) for b in range(v) for i in range(m) if valid[b, i]]
+  losses = []
+  for b, i in items:
+    both = 0.0
+    for view in (0, 1):
+      q = online[b, view, i]
+      negs = [q @ target[c, 1 - view, j] / temperature for c, j in items if (c, j) != (b, i)]
+      both += _log_ratio(q @ target[b, 1 - view, i] / temperature, negs)
+    losses.append(both / 2)
+  return np.mean(losses)
+
+
+def masked_average_pool(feature_map, segments, num_masks):
+  """DetCon masked pooling with loops: each feature cell weighted by the fraction of its
+  pixels in the mask. feature_map [h, w, c]; segments [S, S] ints (-1 = none)."""
+  h, w, c = feature_map.shape
+  s = segments.shape[0]
+  ch, cw = s // h, s // w
+  out = np.zeros((num_masks, c))
+  for m in range(num_masks):
+    total, weight = np.zeros(c), 0.0
+    for y in range(h):
+      for x in range(w):
+        frac = np.mean(segments[y * ch:(y + 1) * ch, x * cw:(x + 1) * cw] == m)
+        total += frac * feature_map[y, x]
+        weight += frac
+    out[m] = total / weight if weight > 0 else 0.0
+  return out

@@ -18,7 +18,7 @@ from clu import metric_writers, periodic_actions
 
 from vivi import checkpoint, parallel, train
 from vivi.evaluate import synthetic_probe
-from vivi.input import augment, datasets, labelled, objects, pipeline, records, vivi_sampler
+from vivi.input import datasets, labelled, pipeline, records, samplers
 
 
 def check_label_spaces(config: ml_collections.ConfigDict, manifest: records.Manifest,
@@ -43,23 +43,10 @@ def make_input(config: ml_collections.ConfigDict) -> pipeline.HostPipeline:
   folder = datasets.resolve(config.data)
   manifest = records.Manifest.read(folder)
   check_label_spaces(config, manifest, folder)
-  i = config.input
-  boxes = None
-  if i.max_boxes:
-    boxes = objects.ObjectsConfig(
-        num_classes=len(manifest.label_map), max_boxes=i.max_boxes, min_score=i.min_box_score,
-        random_boxes=i.random_boxes, random_labels=i.random_labels)
-  if i.soft_labels and not manifest.soft_label_map:
-    raise ValueError(f'input.soft_labels=True but {folder} has no soft labels (its manifest '
-                     'lists no soft_label_map)')
-  sampler = vivi_sampler.ViviSampler(
-      num_shots=i.num_shots, frames_per_shot=i.frames_per_shot, rotate=i.rotate,
-      augment=augment.AugmentConfig(image_size=i.image_size, crop_area=tuple(i.crop_area),
-                                    flip=i.flip, color=i.color),
-      objects=boxes, soft_label_classes=len(manifest.soft_label_map) if i.soft_labels else 0)
+  sampler = samplers.build(config, manifest, folder)
   return pipeline.make_pipeline(
       manifest.shard_paths(folder), sampler,
-      batch_size=i.batch_videos // jax.process_count(), seed=config.seed,
+      batch_size=config.input.batch_videos // jax.process_count(), seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       shuffle_buffer=config.data.shuffle_buffer,
       max_consecutive_skips=manifest.counts['videos'] + 1)

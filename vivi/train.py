@@ -1,9 +1,12 @@
 """The train state, the optimiser, and the one sharded train step every method uses.
 
 The step: encoder on all frames of the global batch -> each configured objective's head and
-pure loss -> total = sum_o weight_o * loss_o -> gradients -> optax update. It is
-`jax.jit`-compiled with explicit shardings (`parallel.py`): batch sharded on 'data', state
-replicated and donated.
+pure loss -> total = sum_o weight_o * loss_o -> gradients -> optax update. Methods with a
+target network (VINCE's momentum encoder, VITO's and DetCon's EMA target) also run the
+target on the batch (on `batch['target_frames']` when the sampler provides them) before the
+update, and move it towards the online network after; objectives with a memory (VINCE's
+queue) update it from the target's outputs. It is `jax.jit`-compiled with explicit
+shardings (`parallel.py`): batch sharded on 'data', state replicated and donated.
 """
 
 from __future__ import annotations
@@ -18,37 +21,69 @@ import optax
 
 from vivi import objectives as objectives_lib
 from vivi import parallel
+from vivi.input import samplers
 from vivi.models import resnet_v2, video_model
 
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything that changes during training, as one pytree (sharded, checkpointed whole).
-
-  Methods that need more state (an EMA target, a memory queue) add fields here, so that
-  sharding, checkpointing and resume cover them without special cases.
+  """Everything that changes during training, as one pytree (sharded, checkpointed whole),
+  so that sharding, checkpointing and resume cover every method's state alike.
   """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
+  target: Any = flax.struct.field(default_factory=dict)  # {'params', 'batch_stats'} or {}
+  memory: Any = flax.struct.field(default_factory=dict)  # {objective name: its memory}
 
 
 def build_model(config: ml_collections.ConfigDict) -> video_model.VideoModel:
   m = config.model
   encoder = resnet_v2.ResNetV2(depth=m.depth, width=m.width, norm=m.norm,
                                num_groups=m.num_groups, dtype=jnp.dtype(m.dtype))
-  heads = {name: objectives_lib.get(name).make_head(cfg)
-           for name, cfg in objectives_lib.resolve(config.objectives).items()}
-  return video_model.VideoModel(encoder=encoder, heads=heads)
+  objectives = objectives_lib.resolve(config.objectives)
+  heads = {name: objectives_lib.get(name).make_head(cfg) for name, cfg in objectives.items()}
+  return video_model.VideoModel(encoder=encoder, heads=heads,
+                                target_heads=tuple(target_objectives(config)))
+
+
+def target_objectives(config: ml_collections.ConfigDict) -> list[str]:
+  """The objectives that compare against a target network; checks `config.target_network`."""
+  names = [n for n in config.objectives if getattr(objectives_lib.get(n), 'TARGET', False)]
+  has = bool(config.get('target_network'))
+  if bool(names) != has:
+    raise ValueError(f'config.target_network (set: {has}) configures the EMA target network '
+                     f'that objectives {names or "(none here)"} use: set it exactly when one '
+                     f'of config.objectives {sorted(config.objectives)} needs it')
+  return names
+
+
+def target_momentum(config: ml_collections.ConfigDict, step) -> jax.Array:
+  """Momentum m of the target update target <- m * target + (1 - m) * online.
+
+  'constant' (MoCo, VINCE: m = 0.999) or 'cosine' (BYOL section 3.2, followed by VITO and
+  DetCon: m rises from its base value to 1 over training, 1 - (1 - m0)(cos(pi k/K) + 1)/2).
+  """
+  t = config.target_network
+  if t.schedule == 'constant':
+    return jnp.asarray(t.momentum, jnp.float32)
+  if t.schedule == 'cosine':
+    progress = jnp.minimum(step / config.num_train_steps, 1.0)
+    return 1.0 - (1.0 - t.momentum) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
+  raise ValueError(f"target_network.schedule must be 'constant' or 'cosine', got "
+                   f'{t.schedule!r}')
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """Piecewise-constant decay (VIVI section 4: x0.1 at 90k and 110k of 120k steps),
   after an optional linear warm-up."""
   s = config.schedule
+  if s.name == 'cosine':   # VINCE's ResNet-50 recipe (MoCo v2), BYOL-style methods.
+    return optax.warmup_cosine_decay_schedule(
+        0.0, s.base_learning_rate, s.warmup_steps, max(config.num_train_steps, 1))
   if s.name != 'piecewise':
-    raise ValueError(f"schedule.name must be 'piecewise', got {s.name!r}")
+    raise ValueError(f"schedule.name must be 'piecewise' or 'cosine', got {s.name!r}")
   decay = optax.piecewise_constant_schedule(
       s.base_learning_rate, {int(b): s.decay_factor for b in s.boundaries})
   if not s.warmup_steps:
@@ -58,12 +93,18 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """SGD with momentum and (coupled) L2 weight decay on convolution and dense kernels."""
+  """SGD with momentum and (coupled) L2 weight decay on convolution and dense kernels, or
+  LARS (You et al. 2017; the optimiser of BYOL and MoCLR, which VITO and DetCon follow) with
+  decay and trust ratio on kernels only, biases and normalisation parameters excluded."""
   o = config.optimizer
-  if o.name != 'sgd':
-    raise ValueError(f"optimizer.name must be 'sgd', got {o.name!r}")
   kernels = lambda params: jax.tree_util.tree_map_with_path(
       lambda path, _: path[-1].key == 'kernel', params)
+  if o.name == 'lars':
+    return optax.lars(learning_rate_schedule(config), weight_decay=o.weight_decay,
+                      weight_decay_mask=kernels, trust_ratio_mask=kernels,
+                      momentum=o.momentum, nesterov=o.nesterov)
+  if o.name != 'sgd':
+    raise ValueError(f"optimizer.name must be 'sgd' or 'lars', got {o.name!r}")
   return optax.chain(
       optax.add_decayed_weights(o.weight_decay, mask=kernels),
       optax.sgd(learning_rate_schedule(config), momentum=o.momentum, nesterov=o.nesterov))
@@ -71,25 +112,13 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 def init_batch(config: ml_collections.ConfigDict, batch_videos: int | None = None) -> dict:
   """A zero batch with the shapes of the input pipeline's (for init and eval_shape)."""
-  i = config.input
-  v = batch_videos or i.batch_videos
-  batch = {'frames': jnp.zeros((v, i.num_shots, i.frames_per_shot, i.image_size,
-                                i.image_size, 3), jnp.uint8)}
-  frames = (v, i.num_shots, i.frames_per_shot)
-  if i.rotate:
-    batch['rotation'] = jnp.zeros(frames, jnp.int32)
-  if i.max_boxes:
-    batch['boxes'] = jnp.zeros(frames + (i.max_boxes, 4), jnp.float32)
-    batch['box_labels'] = jnp.zeros(frames + (i.max_boxes,), jnp.int32)
-    batch['box_valid'] = jnp.zeros(frames + (i.max_boxes,), bool)
-  if i.soft_labels:
-    if 'distillation' not in config.objectives:
-      raise ValueError('input.soft_labels=True is for the distillation objective; add it')
-    batch['soft_labels'] = jnp.zeros(frames + (config.objectives.distillation.num_classes,))
+  v = batch_videos or config.input.batch_videos
+  batch = {k: jnp.zeros((v,) + shape, dtype)
+           for k, (shape, dtype) in samplers.example_spec(config).items()}
   if config.labelled.dataset:
     l = config.labelled
     n = l.batch_size if batch_videos is None else max(batch_videos, 1)
-    batch['images'] = jnp.zeros((n, i.image_size, i.image_size, 3), jnp.uint8)
+    batch['images'] = jnp.zeros((n,) + batch['frames'].shape[-3:], jnp.uint8)
     batch['labels'] = jnp.zeros((n,), jnp.int32)
   return batch
 
@@ -97,10 +126,30 @@ def init_batch(config: ml_collections.ConfigDict, batch_videos: int | None = Non
 def create_train_state(config, model, tx, rng) -> TrainState:
   # Initialise on a small batch with the real per-example shapes: parameters don't depend
   # on the batch size, and this keeps init cheap at the paper's batch.
-  variables = model.init({'params': rng, 'objective': rng}, init_batch(config, 2), train=False)
+  init_rng, memory_rng = jax.random.split(rng)
+  variables = model.init({'params': init_rng, 'objective': init_rng}, init_batch(config, 2),
+                         train=False)
   params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+  batch_stats = variables.get('batch_stats', {})
+  # The target starts as a copy of the online network (MoCo, BYOL).
+  target = {'params': params, 'batch_stats': batch_stats} if model.target_heads else {}
+  memory = {}
+  for name, cfg in objectives_lib.resolve(config.objectives).items():
+    module = objectives_lib.get(name)
+    if hasattr(module, 'init_memory'):
+      memory[name] = module.init_memory(cfg, jax.random.fold_in(memory_rng, len(memory)))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params), target=jax.tree.map(jnp.copy, target),
+                    memory=memory)
+
+
+def target_batch(batch: dict) -> dict:
+  """What the target network sees: the sampler's 'target_frames' (VINCE's positives) when
+  there are any, else the same frames as the online network."""
+  out = {k: v for k, v in batch.items() if k not in ('images', 'labels', 'target_frames')}
+  if 'target_frames' in batch:
+    out['frames'] = batch['target_frames']
+  return out
 
 
 def make_train_step(config, model, tx) -> Callable:
@@ -110,6 +159,13 @@ def make_train_step(config, model, tx) -> Callable:
 
   def step(state: TrainState, batch: dict, rng: jax.Array):
     rng = jax.random.fold_in(rng, state.step)
+    target_outputs, target_stats = {}, {}
+    if model.target_heads:
+      target_outputs, mutated = model.apply(
+          state.target, target_batch(batch), train=True, target=True,
+          mutable=['batch_stats'], rngs={'objective': rng})
+      target_outputs = jax.lax.stop_gradient(target_outputs)
+      target_stats = mutated.get('batch_stats', {})
 
     def loss_fn(params):
       outputs, mutated = model.apply(
@@ -117,7 +173,12 @@ def make_train_step(config, model, tx) -> Callable:
           mutable=['batch_stats'], rngs={'objective': rng})
       total, metrics = 0.0, {}
       for name, cfg in objectives.items():
-        loss, extra = objectives_lib.get(name).loss(outputs[name], batch, cfg)
+        out = outputs[name]
+        if name in target_outputs:
+          out = {**out, 'target': target_outputs[name]}
+        if name in state.memory:
+          out = {**out, 'memory': state.memory[name]}
+        loss, extra = objectives_lib.get(name).loss(out, batch, cfg)
         total = total + cfg.weight * loss
         metrics[f'{name}/loss'] = loss
         metrics.update({f'{name}/{k}': v for k, v in extra.items()})
@@ -129,8 +190,18 @@ def make_train_step(config, model, tx) -> Callable:
     params = optax.apply_updates(state.params, updates)
     metrics['learning_rate'] = schedule(state.step)
     metrics['grad_norm'] = optax.tree.norm(grads)
+    target = state.target
+    if model.target_heads:
+      m = target_momentum(config, state.step)
+      metrics['target_momentum'] = m
+      target = {'params': jax.tree.map(lambda t, p: m * t + (1 - m) * p,
+                                       state.target['params'], params),
+                'batch_stats': target_stats}
+    memory = {name: objectives_lib.get(name).update_memory(mem, target_outputs[name],
+                                                           objectives[name])
+              for name, mem in state.memory.items()}
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state)
+                              opt_state=opt_state, target=target, memory=memory)
     return new_state, metrics
 
   return step

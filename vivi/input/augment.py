@@ -5,6 +5,15 @@ with the policy of [58]/[66]: Inception-style random resized crop, left-right fl
 colour distortion. We follow TF-slim's `inception_preprocessing` (crop area 5%-100% of the
 frame, aspect ratio 3/4-4/3; brightness +-32/255, saturation and contrast x[0.5, 1.5],
 hue +-0.2, in that fixed order since stateless ops cannot draw the order cheaply).
+That is `AugmentConfig`'s default.
+
+VINCE's ResNet-50 recipe (Gordon et al., Appendix 1: "the blur augmentation and stronger
+color augmentation" of MoCo v2) and VITO (Parthasarathy et al., section 3.1 eq. 1: BYOL's
+"cropping, flipping, blurring, and point-wise color transformations") add colour jitter
+applied with a probability, random grayscale, Gaussian blur and (BYOL) solarisation, in
+BYOL's order: crop, flip, colour jitter, grayscale, blur, solarize. `moco_v2` and `byol`
+build those configurations. Their randomness comes from a seed folded off the incoming one,
+so the default configuration draws exactly what it drew before these options existed.
 
 Geometry is drawn first as explicit parameters (a crop window and a flip bit) and then
 applied, so that the same parameters can move the frame's boxes (`transform_boxes`): the
@@ -20,6 +29,8 @@ import dataclasses
 
 import tensorflow as tf
 
+_EXTRA_SEED_TAG = 0xB10B  # folded into a frame's seed for the MoCo v2 / BYOL options
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
@@ -32,6 +43,38 @@ class AugmentConfig:
   saturation: tuple[float, float] = (0.5, 1.5)
   hue: float = 0.2
   contrast: tuple[float, float] = (0.5, 1.5)
+  color_prob: float = 1.0         # probability that the colour distortion is applied
+  grayscale_prob: float = 0.0
+  blur_prob: float = 0.0          # Gaussian blur, kernel side ~10% of image_size
+  blur_sigma: tuple[float, float] = (0.1, 2.0)
+  solarize_prob: float = 0.0      # x -> x if x < 0.5 else 1 - x, on [0, 1]
+
+
+# torchvision's ColorJitter(brightness=b, contrast=c, saturation=s, hue=h) mapped onto TF's
+# ops: an additive brightness delta of b (torchvision multiplies by [1-b, 1+b]), contrast
+# and saturation factors in [1-c, 1+c] and [1-s, 1+s], a hue shift of h (both in fractions
+# of the hue circle), in our fixed order (torchvision draws the order). An approximation.
+def _jitter(brightness: float, contrast: float, saturation: float, hue: float) -> dict:
+  return dict(brightness=brightness, contrast=(1 - contrast, 1 + contrast),
+              saturation=(1 - saturation, 1 + saturation), hue=hue)
+
+
+def moco_v2(image_size: int, crop_area: tuple[float, float] = (0.2, 1.0)) -> AugmentConfig:
+  """MoCo v2's augmentation (VINCE's ResNet-50 recipe, Gordon et al. Appendix 1): crop,
+  flip, colour jitter (0.4, 0.4, 0.4, 0.1) with p=0.8, grayscale p=0.2, blur p=0.5."""
+  return AugmentConfig(image_size=image_size, crop_area=crop_area, color_prob=0.8,
+                       grayscale_prob=0.2, blur_prob=0.5, **_jitter(0.4, 0.4, 0.4, 0.1))
+
+
+def byol(image_size: int, view: int, crop_area: tuple[float, float] = (0.08, 1.0)
+         ) -> AugmentConfig:
+  """BYOL's asymmetric augmentation of view 0 or 1 (views >= 2 take view 1's), as VITO
+  uses it (Parthasarathy et al., section 3.1): colour jitter (0.4, 0.4, 0.2, 0.1) with
+  p=0.8, grayscale p=0.2, blur p=1.0 / 0.1, solarize p=0.0 / 0.2."""
+  first = view == 0
+  return AugmentConfig(image_size=image_size, crop_area=crop_area, color_prob=0.8,
+                       grayscale_prob=0.2, blur_prob=1.0 if first else 0.1,
+                       solarize_prob=0.0 if first else 0.2, **_jitter(0.4, 0.4, 0.2, 0.1))
 
 
 def crop_window(image_hw: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
@@ -56,6 +99,41 @@ def color_distort(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.T
   image = tf.image.stateless_random_hue(image, cfg.hue, seeds[2])
   image = tf.image.stateless_random_contrast(image, *cfg.contrast, seeds[3])
   return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def grayscale(image: tf.Tensor) -> tf.Tensor:
+  """Luma of a float RGB image, repeated over the three channels."""
+  return tf.tile(tf.image.rgb_to_grayscale(image), [1, 1, 3])
+
+
+def gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+  """Separable Gaussian blur of a float image [S, S, 3] with an odd kernel of side ~S/10
+  (as SimCLR and BYOL: 23 pixels at S = 224); edges are mirrored, not zero-padded."""
+  radius = max(image.shape[0] // 20, 1)
+  x = tf.range(-radius, radius + 1, dtype=tf.float32)
+  kernel = tf.exp(-x ** 2 / (2 * tf.cast(sigma, tf.float32) ** 2))
+  kernel /= tf.reduce_sum(kernel)
+  padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]],
+                  mode='REFLECT')
+  column = tf.tile(kernel[:, None, None, None], [1, 1, 3, 1])   # [2r+1, 1, 3, 1]
+  row = tf.reshape(column, [1, 2 * radius + 1, 3, 1])
+  out = tf.nn.depthwise_conv2d(padded, column, [1, 1, 1, 1], 'VALID')
+  return tf.nn.depthwise_conv2d(out, row, [1, 1, 1, 1], 'VALID')[0]
+
+
+def solarize(image: tf.Tensor) -> tf.Tensor:
+  """BYOL's solarisation of a float image in [0, 1]: pixels >= 0.5 are inverted."""
+  return tf.where(image < 0.5, image, 1.0 - image)
+
+
+def _maybe(prob: float, seed: tf.Tensor, op, image: tf.Tensor) -> tf.Tensor:
+  """op(image) with probability `prob`; no draw and no branch when prob is 0 or 1."""
+  if prob <= 0:
+    return image
+  if prob >= 1:
+    return op(image)
+  apply = tf.random.stateless_uniform([], seed) < prob
+  return tf.cond(apply, lambda: op(image), lambda: image)
 
 
 def augment_frame(jpeg: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig, rotation=None):
@@ -98,8 +176,15 @@ def _augment(hw: tf.Tensor, crop, seed: tf.Tensor, cfg: AugmentConfig, rotation=
   if cfg.flip:
     flipped = tf.random.stateless_uniform([], seeds[1]) < 0.5
     image = tf.cond(flipped, lambda: tf.image.flip_left_right(image), lambda: image)
+  # The options added for MoCo v2 / BYOL draw from a seed of their own (see the docstring).
+  extra = tf.random.experimental.stateless_split(
+      tf.random.experimental.stateless_fold_in(seed, _EXTRA_SEED_TAG), 5)
   if cfg.color:
-    image = color_distort(image, seeds[2], cfg)
+    image = _maybe(cfg.color_prob, extra[0], lambda x: color_distort(x, seeds[2], cfg), image)
+  image = _maybe(cfg.grayscale_prob, extra[1], grayscale, image)
+  sigma = lambda: tf.random.stateless_uniform([], extra[3], *cfg.blur_sigma)
+  image = _maybe(cfg.blur_prob, extra[2], lambda x: gaussian_blur(x, sigma()), image)
+  image = _maybe(cfg.solarize_prob, extra[4], solarize, image)
   if rotation is not None:
     image = tf.image.rot90(image, rotation)
   image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 1.0) * 255.0), tf.uint8)

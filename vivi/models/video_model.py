@@ -29,18 +29,28 @@ def normalize_images(images):
 
 
 class VideoModel(nn.Module):
+  """Encoder + objective heads.
+
+  Called with `target=True` (by the train step, with the EMA target network's variables)
+  only the heads in `target_heads` run, each with `target=True` (e.g. DetCon's target has a
+  projector but no predictor).
+  """
   encoder: resnet_v2.ResNetV2
   heads: dict[str, Any]
+  target_heads: tuple[str, ...] = ()
 
-  def __call__(self, batch: dict, train: bool = False) -> dict:
+  def __call__(self, batch: dict, train: bool = False, target: bool = False) -> dict:
     features = self.encode(batch['frames'], train)
     if 'boxes' in batch:
       features['box_features'] = box_features.gather(features['block4'], batch['boxes'])
-    if 'images' in batch:
+    if 'images' in batch and not target:
       features['labelled'] = self.encode(batch['images'], train)
     outputs = {'features': features}
     for name, head in self.heads.items():
-      outputs[name] = head(features, batch, train)
+      if target and name in self.target_heads:
+        outputs[name] = head(features, batch, train, target=True)
+      elif not target:
+        outputs[name] = head(features, batch, train)
     return outputs
 
   def encode(self, frames, train: bool = False) -> dict:

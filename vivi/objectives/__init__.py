@@ -5,6 +5,10 @@ Each objective is a module with
   make_head(cfg) -> nn.Module  the parameters it adds on top of the encoder (may be none),
   loss(outputs, batch, cfg)    a pure function -> (scalar loss, dict of metrics),
 and the train step sums `cfg.weight * loss` over the objectives that the config names.
+Objectives that compare against the EMA target network set `TARGET = True`: their `loss`
+finds the target's head outputs under outputs['target']. One with a memory (VINCE's queue)
+also has `init_memory(cfg, rng)` and `update_memory(memory, target_outputs, cfg)`; the
+memory lives in the train state and reaches `loss` as outputs['memory'].
 Adding an objective is a new file plus a line in REGISTRY, never an edit of the step.
 """
 
@@ -14,8 +18,9 @@ import types
 
 import ml_collections
 
-from vivi.objectives import (distillation, exemplar, object_classification, object_triplet,
-                             rotation, shot_infonce, shot_order, supervised)
+from vivi.objectives import (detcon, distillation, exemplar, object_classification,
+                             object_triplet, rotation, shot_infonce, shot_order, supervised,
+                             vince, vito)
 
 REGISTRY: dict[str, types.ModuleType] = {
     'exemplar': exemplar,                            # VIVI frame/shot level
@@ -26,6 +31,9 @@ REGISTRY: dict[str, types.ModuleType] = {
     'object_classification': object_classification,  # ablation (Romijnders et al.)
     'distillation': distillation,                    # ablation (Romijnders et al.)
     'supervised': supervised,                        # co-training (VIVI; Romijnders et al.)
+    'vince': vince,                                  # Multi-Pair NCE + MoCo queue (VINCE)
+    'vito': vito,                                    # attention pooling + InfoNCE (VITO)
+    'detcon': detcon,                                # contrastive detection (DetCon_B)
 }
 
 

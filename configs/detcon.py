@@ -1,0 +1,60 @@
+r"""DetCon_B: contrastive detection with Felzenszwalb-Huttenlocher masks and BYOL's
+architecture (Hénaff et al., ICCV 2021; the slides in ../shared/seeds, 004).
+
+Paper run (ImageNet in the paper; here one frame per video of the user's records):
+
+  python main.py --config=configs/detcon.py --workdir=/tmp/detcon \
+      --config.data.dataset=/path/to/records
+
+  Values of the DetCon paper as the slides summarise them: FH masks computed once per
+  image, 16 masks sampled per image, masked average pooling of the final ResNet-50
+  feature map, one positive pair per mask across two views and the other masks of the
+  batch as negatives, temperature 0.1, DetCon_B's projector, predictor and EMA target.
+  Taken from BYOL (which DetCon_B follows for its architecture and optimisation):
+  projector and predictor 4096 -> 256 with BatchNorm; BYOL's asymmetric augmentations;
+  LARS, batch 4096, learning rate 0.2 x 4096/256 = 3.2, cosine decay with a 10-epoch
+  warm-up, weight decay 1.5e-6, target momentum 0.996 rising to 1; 1000 ImageNet epochs
+  (312,500 steps). FH parameters (vivi/input/segments.py) are our choice.
+
+Smoke run on the synthetic world:
+
+  python main.py --config=configs/detcon.py:tiny --workdir=/tmp/detcon_tiny
+
+  48 px views: the ResNet's final grid is 2x2, so masks pool from four cells weighted by
+  how much of each cell they cover; coarse, but the whole path runs.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  c = common.base(variant)
+
+  c.input = ml_collections.ConfigDict()
+  c.input.sampler = 'detcon'      # vivi/input/detcon_sampler.py
+  c.input.batch_videos = 4096     # One frame per video: 4096 images x 2 views.
+  c.input.image_size = 224
+  c.input.augment = 'byol'
+  c.input.crop_area = (0.08, 1.0)
+  c.input.num_masks = 16
+  c.input.fh = dict(scale=1000.0, sigma=0.8, min_size=1000)
+
+  c.objectives = ml_collections.ConfigDict()
+  c.objectives.detcon = dict(weight=1.0, projector_hidden=4096, projection_dim=256,
+                             temperature=0.1)
+  c.target_network = dict(momentum=0.996, schedule='cosine')
+
+  c.optimizer = dict(name='lars', momentum=0.9, nesterov=False, weight_decay=1.5e-6)
+  c.schedule = dict(name='cosine', base_learning_rate=3.2, warmup_steps=3125)
+  c.num_train_steps = 312_500
+
+  if variant == 'tiny':
+    common.tiny_schedule(c, learning_rate=2.0)
+    c.input.crop_area = (0.25, 1.0)
+    c.input.num_masks = 8
+    c.input.fh = dict(scale=100.0, sigma=0.8, min_size=50)
+    c.objectives.detcon.projector_hidden = 512
+    c.objectives.detcon.projection_dim = 64
+  return c

@@ -1,0 +1,70 @@
+r"""VITO: video pretraining with multi-scale contrastive attention pooling (Parthasarathy
+et al. 2023).
+
+Paper run, on records of clips at a frame rate that resolves 2.56 s (data/, e.g. 25 fps;
+VITO trains on VideoNet, videos filtered by an ImageNet classifier, >= 10 s long):
+
+  python main.py --config=configs/vito.py --workdir=/tmp/vito \
+      --config.data.dataset=/path/to/records
+
+  Published values (section 3.1, B.2): ResNet-50; n=3 views per clip drawn marginally
+  (uniformly and independently) from a clip of T=2.56 s; random resized crops of minimum
+  scale 0.4, flip, blur, colour and solarisation as in BYOL [61]; attention pooling over
+  the last two ResNet blocks (S=2), a 2-layer attention MLP per scale, a 2-layer MLP
+  projector; EMA target networks; InfoNCE (equation 3) summed over all ordered view pairs
+  with negatives from the other videos of the batch.
+
+  Not in the paper (its pretraining appendix defers to MoCLR [68] and BYOL [61]), chosen
+  here from BYOL: LARS, batch 4096 clips, learning rate 0.2 x 4096/256 = 3.2 with a
+  10-epoch warm-up and cosine decay, weight decay 1.5e-6, target momentum 0.996 rising to
+  1 (cosine), 300 ImageNet-equivalent epochs (section 4.3's budget: 300 x 1.28M / 4096
+  = 93,750 steps); temperature 0.1 on L2-normalised projections (MoCLR); projector
+  4096 -> 256.
+
+Smoke run on the synthetic world, rendered at 4 fps (about ten frames per 2.56 s clip):
+
+  python main.py --config=configs/vito.py:tiny --workdir=/tmp/vito_tiny
+
+Variants, comma-separated: a size ('' or 'tiny') and optionally 'no_attention' (global
+average pooling of the same two blocks instead of attention pooling; Figure B.2).
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  tokens = [t for t in variant.split(',') if t]
+  ablation = 'no_attention' in tokens
+  size = [t for t in tokens if t != 'no_attention']
+  if size not in ([], ['tiny']):
+    raise ValueError(f"variant {variant!r} of configs/vito.py: want [tiny][,no_attention]")
+  c = common.base(size[0] if size else '')
+
+  c.input = ml_collections.ConfigDict()
+  c.input.sampler = 'vito'        # vivi/input/vito_sampler.py
+  c.input.batch_videos = 4096
+  c.input.num_views = 3
+  c.input.clip_seconds = 2.56
+  c.input.image_size = 224
+  c.input.augment = 'byol'        # vivi/input/augment.py; view i uses BYOL's view i % 2.
+  c.input.crop_area = (0.4, 1.0)  # Section 3.1: minimum crop scale 0.4.
+
+  c.objectives = ml_collections.ConfigDict()
+  c.objectives.vito = dict(weight=1.0, scales=('block3', 'block4'), attention=not ablation,
+                           attention_hidden=512, projector_hidden=4096, projection_dim=256,
+                           temperature=0.1)
+  c.target_network = dict(momentum=0.996, schedule='cosine')
+
+  c.optimizer = dict(name='lars', momentum=0.9, nesterov=False, weight_decay=1.5e-6)
+  c.schedule = dict(name='cosine', base_learning_rate=3.2, warmup_steps=3125)
+  c.num_train_steps = 93_750
+
+  if size:
+    c.data.synthetic = dict(num_videos=400, image_size=64, seed=0, fps=4.0)
+    common.tiny_schedule(c, learning_rate=2.0)
+    c.objectives.vito.attention_hidden = 64
+    c.objectives.vito.projector_hidden = 512
+    c.objectives.vito.projection_dim = 64
+  return c

@@ -1,0 +1,75 @@
+"""Every method config loads in every variant, carries its paper's published values, and
+its full-size train step is shape-consistent at the paper's batch (jax.eval_shape: traced,
+not run)."""
+
+import importlib
+
+import jax
+import pytest
+
+from vivi import train
+from vivi.input import samplers
+
+VARIANTS = {
+    'vivi': ['', 'tiny'],
+    'vivi_obj': ['', 'tiny', 'tiny,random_boxes', 'tiny,also_ce', 'tiny,ce_only',
+                 'tiny,distill'],
+    'vivi_cotrain': ['', 'tiny'],
+    'vivi_obj_cotrain': ['', 'tiny'],
+    'vince': ['', 'tiny', 'tiny,same_frame', 'multi_frame'],
+    'vito': ['', 'tiny', 'tiny,no_attention'],
+    'detcon': ['', 'tiny'],
+}
+
+
+def _config(name, variant=''):
+  return importlib.import_module(f'configs.{name}').get_config(variant)
+
+
+@pytest.mark.parametrize('name,variant', [(n, v) for n, vs in VARIANTS.items() for v in vs])
+def test_config_builds_its_model(name, variant):
+  config = _config(name, variant)
+  train.build_model(config)
+  train.make_optimizer(config)
+  assert samplers.example_spec(config)['frames'][0][-1] == 3
+
+
+@pytest.mark.parametrize('name', sorted(VARIANTS))
+def test_unknown_variant_is_an_error(name):
+  with pytest.raises(ValueError, match='variant'):
+    _config(name, 'huge')
+
+
+def test_published_values():
+  v = _config('vince')
+  assert (v.input.batch_videos * v.input.frames_per_video, v.schedule.base_learning_rate,
+          v.num_train_steps, v.objectives.vince.temperature, v.objectives.vince.memory_size,
+          v.objectives.vince.embedding_dim, v.target_network.momentum,
+          v.input.num_frames, v.input.gap_seconds) == (896, 0.105, 286_000, 0.2, 65_536,
+                                                        128, 0.999, 4, 5.0)
+  same = _config('vince', 'same_frame')
+  assert same.input.frames_per_video == 1 and same.input.same_frame
+  assert same.input.batch_videos == 896
+  t = _config('vito')
+  assert (t.input.num_views, t.input.clip_seconds, t.input.crop_area[0],
+          tuple(t.objectives.vito.scales)) == (3, 2.56, 0.4, ('block3', 'block4'))
+  assert _config('vito', 'no_attention').objectives.vito.attention is False
+  d = _config('detcon')
+  assert d.input.num_masks == 16 and d.objectives.detcon.temperature == 0.1
+
+
+@pytest.mark.parametrize('name,frames', [('vince', (224, 4, 224, 224, 3)),
+                                         ('vito', (4096, 3, 224, 224, 3)),
+                                         ('detcon', (4096, 2, 224, 224, 3))])
+def test_paper_step_shapes(name, frames):
+  config = _config(name)
+  model, tx = train.build_model(config), train.make_optimizer(config)
+  state = jax.eval_shape(lambda: train.create_train_state(config, model, tx, jax.random.key(0)))
+  batch = jax.eval_shape(lambda: train.init_batch(config))
+  assert batch['frames'].shape == frames
+  new_state, metrics = jax.eval_shape(train.make_train_step(config, model, tx), state, batch,
+                                      jax.random.key(0))
+  shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+  assert shapes(new_state) == shapes(state)
+  assert metrics[f'{name}/loss'].shape == ()
+  assert jax.tree.structure(state.target['params']) == jax.tree.structure(state.params)

@@ -1,0 +1,43 @@
+"""VITO's attention masks for a batch of images (Parthasarathy et al., Figure B.1, A.8).
+
+`attention_masks` returns each scale's softmax mask; `saliency` upsamples the masks of all
+scales to the image size and averages them, as the paper does to compare with human
+saliency; `overlay` draws a saliency map over the images for inspection.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vivi import train
+
+
+def attention_masks(config: ml_collections.ConfigDict, state: train.TrainState,
+                    images) -> dict[str, np.ndarray]:
+  """{scale: [N, h, w]} masks (each sums to 1) of the online network for uint8 [N, S, S, 3]."""
+  if 'vito' not in config.objectives or not config.objectives.vito.get('attention', True):
+    raise ValueError('attention masks need the vito objective with attention=True; config has '
+                     f'objectives {sorted(config.objectives)}')
+  model = train.build_model(config)
+  outputs = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                        {'frames': jnp.asarray(images)[:, None]}, train=False)
+  return {k: np.asarray(v[:, 0]) for k, v in outputs['vito']['attention_masks'].items()}
+
+
+def saliency(masks: dict[str, np.ndarray], image_size: int) -> np.ndarray:
+  """[N, S, S] in [0, 1]: every scale's mask resized to the image, averaged, max-normalised."""
+  maps = []
+  for m in masks.values():
+    m = m / m.max(axis=(1, 2), keepdims=True)
+    maps.append(jax.image.resize(m, (m.shape[0], image_size, image_size), 'bilinear'))
+  out = np.mean(np.stack(maps), axis=0)
+  return np.clip(out / out.max(axis=(1, 2), keepdims=True), 0.0, 1.0)
+
+
+def overlay(images: np.ndarray, saliency_map: np.ndarray, strength: float = 0.7) -> np.ndarray:
+  """uint8 images dimmed where the saliency is low: what the attention keeps."""
+  weight = (1 - strength) + strength * saliency_map[..., None]
+  return np.round(np.asarray(images, np.float32) * weight).astype(np.uint8)

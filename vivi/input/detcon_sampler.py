@@ -1,0 +1,70 @@
+"""DetCon's input: two augmented views of a frame and aligned segment masks.
+
+DetCon (Hénaff et al., "Efficient visual pretraining with contrastive detection", ICCV 2021,
+section 3): an image's unsupervised FH segments (`segments.py`) are carried through each
+augmented view's crop and flip, so mask m covers the same image content in both views; the
+model pools features under each mask and contrasts masks across views. DetCon samples 16
+masks per image. Here the image is one uniformly random stored frame of a video.
+
+Output of `render` (and, with a leading batch axis B, of `pipeline.make_pipeline`):
+
+    frames      uint8 [2, S, S, 3]   view 0 and view 1 (augmented with `augment[0]`, `[1]`)
+    segments    int32 [2, S, S]      m in 0 .. M-1 where the pixel belongs to sampled mask m
+                                     in that view, -1 where it belongs to no sampled mask
+    mask_valid  bool  [M]            mask m was sampled (False pads images with fewer than M
+                                     segments present in both views; valid masks come first)
+
+The M masks are drawn uniformly without replacement among the FH segments present in both
+views. The model's masked pooling consumes `one_hot(segments, M)` ([2, S, S, M]; -1 gives an
+all-zero row) and `mask_valid` to ignore the padding masks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from vivi.input import augment as augment_lib, records, segments as segments_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class DetconSampler:
+  augment: tuple[augment_lib.AugmentConfig, augment_lib.AugmentConfig]  # view 0, view 1
+  num_masks: int = 16             # M
+  fh: segments_lib.FHConfig = dataclasses.field(default_factory=segments_lib.FHConfig)
+
+  def __post_init__(self):
+    if len(self.augment) != 2:
+      raise ValueError(f'DetCon takes two views, got {len(self.augment)} augmentations')
+    if self.augment[0].image_size != self.augment[1].image_size:
+      raise ValueError('both views must have one image_size, got '
+                       f'{self.augment[0].image_size} and {self.augment[1].image_size}')
+    if self.num_masks < 1:
+      raise ValueError(f'num_masks must be positive, got {self.num_masks}')
+
+  @property
+  def parse_features(self):
+    return records.parse_features()
+
+  def select(self, parsed: dict, seed: tf.Tensor) -> dict:
+    jpegs = parsed['image/encoded']
+    num_frames = tf.size(jpegs)
+    frame = tf.random.stateless_uniform([], seed, 0, tf.maximum(num_frames, 1), dtype=tf.int32)
+    # Padded so that the gather is valid for a video without frames (which is skipped).
+    jpeg = tf.gather(tf.concat([jpegs, [b'']], 0), frame)
+    return {'ok': num_frames > 0, 'jpeg': jpeg}
+
+  def render(self, selected: dict, seed: tf.Tensor) -> dict:
+    size = self.augment[0].image_size
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    image = tf.io.decode_jpeg(selected['jpeg'], channels=3)
+    labels = segments_lib.fh_segments(image, self.fh)
+    frames, view_labels = [], []
+    for view, cfg in enumerate(self.augment):
+      frame, window, flipped, _ = augment_lib.augment_decoded(image, seeds[view], cfg)
+      frames.append(frame)
+      view_labels.append(segments_lib.transform_labels(labels, window, flipped, size))
+    segments, valid = segments_lib.sample_shared_segments(
+        tf.stack(view_labels), self.num_masks, seeds[2])
+    return {'frames': tf.stack(frames), 'segments': segments, 'mask_valid': valid}

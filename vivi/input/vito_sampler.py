@@ -1,0 +1,87 @@
+"""VITO's marginal temporal sampling (Parthasarathy et al., section 3.1 eq. 1, Figure B.3).
+
+Eq. 1: v^i ~ A_i(x_i), x_i ~ T({x_t}): "the distribution T samples frames uniformly from a
+video clip of length T = 2.56s"; appendix B.2 samples "3 views using marginal sampling of
+each frame from the video clip". Per video: a clip of `clip_seconds` at a uniformly random
+position, then each of `num_views` views at an independent uniform time in the clip, read
+as the stored frame nearest to that time. View i is augmented with
+`augment[i % len(augment)]`, e.g. BYOL's asymmetric pair (`augment.byol(size, 0)`,
+`augment.byol(size, 1)`), as eq. 1's A_1, A_2.
+
+Our choice, not the paper's: the clip lies within one shot of the record, since a shot cut
+is not a natural transformation of the scene. The clip's position is uniform over all
+positions inside shots (a shot is picked with probability proportional to its room for the
+clip). A video with no shot at least `clip_seconds` long (between the timestamps of its
+first and last stored frame) gives ok=False; the pipeline counts and skips it.
+`check_frame_rate` rejects datasets whose frame rate puts fewer than two frames in a clip.
+
+Output per video: 'frames' uint8 [num_views, S, S, 3]. Same sampler protocol as
+`vivi_sampler.ViviSampler`: `select` picks frames, `render` decodes only those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from vivi.input import augment, frame_times
+
+_ROUNDING = 1e-3  # seconds: float32 timestamps that span exactly clip_seconds still qualify
+
+
+def check_frame_rate(fps: float, clip_seconds: float, where: str) -> None:
+  """Raises ValueError naming `where` (the dataset) if a clip holds fewer than two frames."""
+  if fps * clip_seconds < 2:
+    raise ValueError(
+        f'{where}: frames stored at {fps:g} fps put {fps * clip_seconds:.2f} frames in a '
+        f'{clip_seconds:g} s clip, fewer than the 2 that VITO\'s temporal sampling needs; '
+        f'store the frames at >= {2 / clip_seconds:.3g} fps or lengthen the clip')
+
+
+@dataclasses.dataclass(frozen=True)
+class VitoSampler:
+  augment: tuple[augment.AugmentConfig, ...]   # view i uses augment[i % len(augment)]
+  num_views: int = 3
+  clip_seconds: float = 2.56
+
+  def __post_init__(self):
+    if isinstance(self.augment, augment.AugmentConfig):
+      object.__setattr__(self, 'augment', (self.augment,))
+    object.__setattr__(self, 'augment', tuple(self.augment))
+    sizes = {a.image_size for a in self.augment}
+    if len(sizes) != 1:
+      raise ValueError(f'the views\' augmentations must share one image_size, got {sizes}')
+    if self.num_views < 1 or not self.clip_seconds > 0:
+      raise ValueError(f'need num_views >= 1 and clip_seconds > 0, got {self.num_views} and '
+                       f'{self.clip_seconds}')
+
+  @property
+  def parse_features(self):
+    return frame_times.parse_features(['image/encoded', 'image/timestamp', 'shot/id'])
+
+  def select(self, parsed: dict, seed: tf.Tensor) -> dict:
+    first, last, start, end = frame_times.shot_times(parsed['image/timestamp'],
+                                                     parsed['shot/id'])
+    room = end - start - self.clip_seconds                         # [num_shots]
+    usable = room >= -_ROUNDING
+    ok = tf.reduce_any(usable)
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    # A uniform clip position over the video's shots: each shot weighted by its room.
+    weight = tf.where(usable, tf.maximum(room, 0.0) + _ROUNDING, 0.0)
+    logits = tf.where(ok, tf.math.log(weight), tf.zeros_like(weight))
+    shot = tf.cast(tf.random.stateless_categorical(logits[None], 1, seeds[0])[0, 0], tf.int32)
+    clip_start = start[shot] + (tf.random.stateless_uniform([], seeds[1])
+                                * tf.maximum(room[shot], 0.0))
+    times = clip_start + self.clip_seconds * tf.random.stateless_uniform([self.num_views],
+                                                                         seeds[2])
+    frames = tf.clip_by_value(frame_times.nearest_frame(parsed['image/timestamp'], times),
+                              first[shot], last[shot])
+    return {'ok': ok, 'jpegs': tf.gather(parsed['image/encoded'], frames)}
+
+  def render(self, selected: dict, seed: tf.Tensor) -> dict:
+    seeds = tf.random.experimental.stateless_split(seed, self.num_views)
+    views = [augment.augment_frame(selected['jpegs'][i], seeds[i],
+                                   self.augment[i % len(self.augment)])[0]
+             for i in range(self.num_views)]
+    return {'frames': tf.stack(views)}
