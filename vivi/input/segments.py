@@ -17,6 +17,9 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
+# Imported here, not inside `segment`: a first import from a tf.data worker thread
+# deadlocks (measured: the pipeline hangs once JAX is loaded). Only DetCon imports this file.
+from skimage import segmentation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +42,6 @@ def fh_segments(image_uint8_hwc: tf.Tensor, cfg: FHConfig) -> tf.Tensor:
   scale, sigma, min_size = float(cfg.scale), float(cfg.sigma), int(cfg.min_size)
 
   def segment(image: np.ndarray) -> np.ndarray:
-    from skimage import segmentation  # Imported where used: only DetCon needs it.
     labels = segmentation.felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size)
     return labels.astype(np.int32)
 
