@@ -126,9 +126,8 @@ def init_batch(config: ml_collections.ConfigDict, batch_videos: int | None = Non
 def create_train_state(config, model, tx, rng) -> TrainState:
   # Initialise on a small batch with the real per-example shapes: parameters don't depend
   # on the batch size, and this keeps init cheap at the paper's batch.
-  init_rng, memory_rng = jax.random.split(rng)
-  variables = model.init({'params': init_rng, 'objective': init_rng}, init_batch(config, 2),
-                         train=False)
+  variables = model.init({'params': rng, 'objective': rng}, init_batch(config, 2), train=False)
+  memory_rng = jax.random.fold_in(rng, 1)
   params = variables['params']
   batch_stats = variables.get('batch_stats', {})
   # The target starts as a copy of the online network (MoCo, BYOL).
