@@ -21,7 +21,8 @@ import jax, numpy as np
 from vivi import objectives, parallel, train
 from vivi.objectives import metric_learning
 
-out, module, variant, overrides = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+out, module, variant = sys.argv[1:4]
+overrides, seed = json.loads(sys.argv[4]), int(sys.argv[5])
 config = importlib.import_module(f'configs.{module}').get_config(variant)
 for path, value in overrides.items():
   *parents, leaf = path.split('.')
@@ -38,12 +39,12 @@ init = jax.device_get(changing(state))
 step = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
 # Random inputs with the pipeline's shapes: uint8 frames (the frames of a VIVI shot share a
 # base image, as consecutive frames do), segments in [-1, num_masks), every mask valid.
-rng = np.random.default_rng(0)
+rng = np.random.default_rng(seed)
 local = {}
 for key, x in train.init_batch(config).items():
   if x.dtype == np.uint8 and x.ndim == 6:   # [videos, shots, frames, H, W, 3]
     base = rng.integers(0, 256, x.shape[:2] + (1,) + x.shape[3:])
-    local[key] = np.clip(base + rng.integers(-8, 9, x.shape), 0, 255).astype(np.uint8)
+    local[key] = np.clip(base + rng.integers(-16, 17, x.shape), 0, 255).astype(np.uint8)
   elif x.dtype == np.uint8:
     local[key] = rng.integers(0, 256, x.shape, dtype=np.uint8)
   elif key == 'segments':
@@ -95,13 +96,14 @@ STEP_CASES = {
 COMMON = {'input.batch_videos': 8, 'schedule.warmup_steps': 0}   # The step moves parameters.
 
 
-def _run(tmp_path, devices, module='vivi', variant='tiny'):
+def _run(tmp_path, devices, module='vivi', variant='tiny', seed=0):
   out = os.path.join(tmp_path, f'{module}_{devices}.npz')
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
              PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
   overrides = json.dumps({**COMMON, **STEP_CASES[module]})
-  proc = subprocess.run([sys.executable, '-c', STEP_SCRIPT, out, module, variant, overrides],
-                        env=env, cwd=ROOT, capture_output=True, text=True)
+  proc = subprocess.run(
+      [sys.executable, '-c', STEP_SCRIPT, out, module, variant, overrides, str(seed)],
+      env=env, cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return dict(np.load(out))
 
@@ -150,8 +152,8 @@ def _assert_same_step(one, eight):
       if size[key] > 1e-4 * largest:
         moved += 1
         # Reductions over the global batch are summed in another order on 8 devices
-        # (measured: <= 7e-5 relative per leaf). The target moves by (1 - m) = 0.1-0.4% of
-        # the online update, which float32 resolves only to eps * |value|.
+        # (measured: <= 7e-5 relative per leaf). The target moves by (1 - m) of the online
+        # update (1% in the tiny runs), which float32 resolves only to eps * |value|.
         value = np.linalg.norm(one['before' + key[len('update'):]].astype(np.float64))
         assert diff <= 2e-4 * size[key] + 2 * eps * value, (key, diff / size[key])
       else:
@@ -164,9 +166,14 @@ def _assert_same_step(one, eight):
 def test_one_device_and_eight_devices_give_the_same_step(tmp_path):
   """VIVI (exemplar, shot InfoNCE, shot order): one step on 8 forced CPU devices equals the
   step on 1 device, so BatchNorm statistics and the triplet / InfoNCE comparisons are over
-  the global batch. Semi-hard mining makes discrete choices; the comparison is only
-  meaningful if float noise cannot flip one, which is checked first."""
+  the global batch. Semi-hard mining makes discrete choices, and one flipped by float noise
+  (distances differ by ~2e-6 between the layouts) changes the update by ~1%; independent
+  random frames put some choice within 1e-5 of a tie for every seed tried. So the frames of
+  a shot share a base image, and with these inputs every choice is ~1e-3 from a tie
+  (checked first: > 10x the noise) while 61% of the hinges are active, so that the exemplar
+  loss moves the parameters."""
   one, eight = _run(tmp_path, 1), _run(tmp_path, 8)
+  assert dict(zip(one['loss_names'], one['losses']))['exemplar/loss'] > 0.05
   d1, d8 = one.pop('exemplar_distances'), eight.pop('exemplar_distances')
   noise = np.abs(d8 - d1).max()
   margin = _mining_margin(d1, one.pop('exemplar_labels'), float(one.pop('exemplar_margin')))
