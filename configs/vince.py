@@ -24,7 +24,7 @@ uncurated videos; VINCE's R2V2 stores T=4 frames 5 s apart per video):
   statistics are computed over the *global* batch (vivi/parallel.py), one set for all n
   images, so no subset of the batch has statistics of its own to leak: the encoder is
   equivariant to any shuffle of the batch, which makes Shuffle-BN a no-op
-  (tests/test_vince.py checks this).
+  (tests/test_target_state.py checks this).
 
 Smoke run on the synthetic world:
 
