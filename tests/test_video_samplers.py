@@ -233,6 +233,10 @@ def test_presets_construct_and_run():
   assert (b0.blur_prob, b0.solarize_prob, b1.blur_prob, b1.solarize_prob) == (1.0, 0.0, 0.1, 0.2)
   assert b2 == b1 and b0.crop_area == (0.08, 1.0) and b0.saturation == (0.8, 1.2)
   assert augment.byol(64, 1, crop_area=(0.4, 1.0)).crop_area == (0.4, 1.0)
+  # The blur is defined on 224-px views: smaller views get proportionally smaller sigmas.
+  assert m.blur_sigma == b0.blur_sigma == (0.1, 2.0)
+  np.testing.assert_allclose(augment.byol(56, 0).blur_sigma, (0.025, 0.5))
+  np.testing.assert_allclose(augment.moco_v2(112).blur_sigma, (0.05, 1.0))
   image = tf.constant(np.random.default_rng(2).integers(0, 256, (40, 48, 3), np.uint8))
   for cfg in (augment.moco_v2(24), augment.byol(24, 0), augment.byol(24, 1)):
     out = augment.augment_image(image, tf.constant([4, 2], tf.int64), cfg)

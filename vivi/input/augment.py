@@ -59,11 +59,18 @@ def _jitter(brightness: float, contrast: float, saturation: float, hue: float) -
               saturation=(1 - saturation, 1 + saturation), hue=hue)
 
 
+def _blur_sigma(image_size: int) -> tuple[float, float]:
+  """SimCLR's and BYOL's sigma range, [0.1, 2.0] pixels of a 224-px view, in pixels of an
+  `image_size` view: the same blur relative to the image at any resolution."""
+  return (0.1 * image_size / 224, 2.0 * image_size / 224)
+
+
 def moco_v2(image_size: int, crop_area: tuple[float, float] = (0.2, 1.0)) -> AugmentConfig:
   """MoCo v2's augmentation (VINCE's ResNet-50 recipe, Gordon et al. Appendix 1): crop,
   flip, colour jitter (0.4, 0.4, 0.4, 0.1) with p=0.8, grayscale p=0.2, blur p=0.5."""
   return AugmentConfig(image_size=image_size, crop_area=crop_area, color_prob=0.8,
-                       grayscale_prob=0.2, blur_prob=0.5, **_jitter(0.4, 0.4, 0.4, 0.1))
+                       grayscale_prob=0.2, blur_prob=0.5, blur_sigma=_blur_sigma(image_size),
+                       **_jitter(0.4, 0.4, 0.4, 0.1))
 
 
 def byol(image_size: int, view: int, crop_area: tuple[float, float] = (0.08, 1.0)
@@ -74,7 +81,8 @@ def byol(image_size: int, view: int, crop_area: tuple[float, float] = (0.08, 1.0
   first = view == 0
   return AugmentConfig(image_size=image_size, crop_area=crop_area, color_prob=0.8,
                        grayscale_prob=0.2, blur_prob=1.0 if first else 0.1,
-                       solarize_prob=0.0 if first else 0.2, **_jitter(0.4, 0.4, 0.2, 0.1))
+                       blur_sigma=_blur_sigma(image_size), solarize_prob=0.0 if first else 0.2,
+                       **_jitter(0.4, 0.4, 0.2, 0.1))
 
 
 def crop_window(image_hw: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
