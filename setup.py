@@ -19,9 +19,17 @@ INSTALL_REQUIRES = [
     'tensorboard>=2.21,<2.22',
     'protobuf>=6.33,<7',
     'importlib_resources>=7.1,<8',
-    'pillow>=13,<14',
+    'pillow>=12.1,<14',              # apache-beam (extra 'beam') caps it below 13.
     'scikit-image>=0.26,<0.27',
+    # Data preparation (vivi/prep/, data/): FFmpeg decoders, Haar cascades, progress bars.
+    'av>=18.1,<19',
+    'opencv-python-headless>=4.14,<5',
+    'tqdm>=4.70,<5',
 ]
+
+# Apache Beam for data preparation at cluster scale (vivi/prep/beam_pipeline.py); this
+# release accepts the protobuf 6 and numpy 2.4 that tensorflow 2.21 needs.
+BEAM = ['apache-beam>=2.77,<2.78']
 
 setuptools.setup(
     name='vivi',
@@ -31,6 +39,7 @@ setuptools.setup(
     python_requires='>=3.11',
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        'test': ['pytest>=9,<10', 'pytest-xdist>=3.8,<4'],
+        'beam': BEAM,
+        'test': ['pytest>=9,<10', 'pytest-xdist>=3.8,<4'] + BEAM,
     },
 )

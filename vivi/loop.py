@@ -49,7 +49,10 @@ def make_input(config: ml_collections.ConfigDict) -> pipeline.HostPipeline:
       batch_size=config.input.batch_videos // jax.process_count(), seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       shuffle_buffer=config.data.shuffle_buffer,
-      max_consecutive_skips=manifest.counts['videos'] + 1)
+      # Epochs are reshuffled and the shuffle buffer mixes across them, so unusable videos
+      # can follow each other across an epoch boundary: only a run far longer than an epoch
+      # means that none is usable.
+      max_consecutive_skips=2 * manifest.counts['videos'] + config.data.shuffle_buffer + 64)
 
 
 def make_labelled_input(config: ml_collections.ConfigDict, mesh):

@@ -183,17 +183,15 @@ class Manifest:
   extra: dict = dataclasses.field(default_factory=dict)
 
   def write(self, folder: str) -> None:
-    tmp = os.path.join(folder, MANIFEST + '.tmp')
-    with open(tmp, 'w') as f:
-      json.dump(dataclasses.asdict(self), f, indent=1)
-    os.replace(tmp, os.path.join(folder, MANIFEST))  # Atomic: readers never see half.
+    write_atomic(os.path.join(folder, MANIFEST), json.dumps(dataclasses.asdict(self), indent=1))
 
   @classmethod
   def read(cls, folder: str) -> 'Manifest':
+    from tensorflow.io import gfile
     path = os.path.join(folder, MANIFEST)
-    if not os.path.exists(path):
+    if not gfile.exists(path):
       raise FileNotFoundError(f'{folder} is not a dataset: it has no {MANIFEST}')
-    with open(path) as f:
+    with gfile.GFile(path) as f:
       d = json.load(f)
     if d.get('schema_version') != SCHEMA_VERSION:
       raise RecordError(f'{path}: schema version {d.get("schema_version")}, '
@@ -204,12 +202,25 @@ class Manifest:
     return [os.path.join(folder, s) for s in self.shards]
 
 
+def shard_name(k: int, n: int) -> str:
+  """File name of shard k of n."""
+  return f'train-{k:05d}-of-{n:05d}.tfrecord'
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes a text file so that readers see all of it or nothing (local or gs://...)."""
+  from tensorflow.io import gfile
+  with gfile.GFile(path + '.tmp', 'w') as f:
+    f.write(text)
+  gfile.rename(path + '.tmp', path, overwrite=True)
+
+
 def write_shard(path: str, videos: Sequence[Video]) -> None:
-  """Writes one shard atomically (to a temporary name, then renamed)."""
+  """Writes one shard atomically (to a temporary name, then renamed; local or gs://...)."""
   import tensorflow as tf
   tmp = path + '.tmp'
   with tf.io.TFRecordWriter(tmp) as w:
     for v in videos:
       # Deterministic: map entries sorted, so a shard's bytes do not depend on the process.
       w.write(to_sequence_example(v).SerializeToString(deterministic=True))
-  os.replace(tmp, path)
+  tf.io.gfile.rename(tmp, path, overwrite=True)

@@ -495,10 +495,6 @@ def render_video(index: int, *, seed: int, image_size: int, fps: float = 1.0) ->
 # Datasets.
 
 
-def _shard_name(k: int, n: int) -> str:
-  return f'train-{k:05d}-of-{n:05d}.tfrecord'
-
-
 def _video_counts(v: records.Video) -> dict:
   return {'videos': 1, 'shots': len(np.unique(v.shot_ids)), 'frames': len(v.frames),
           'boxes': int(sum(len(l) for l in v.labels))}
@@ -553,7 +549,7 @@ def build_dataset(folder: str, *, num_videos: int, image_size: int, seed: int,
                        f'refusing to mix it with {generator}')
   os.makedirs(folder, exist_ok=True)
   n = -(-num_videos // videos_per_shard)
-  names = [_shard_name(k, n) for k in range(n)]
+  names = [records.shard_name(k, n) for k in range(n)]
   jobs = [(k, os.path.join(folder, names[k]),
            range(k * videos_per_shard, min((k + 1) * videos_per_shard, num_videos)),
            seed, image_size, float(fps))

@@ -1,0 +1,43 @@
+"""Prints a dataset's statistics and optionally renders a contact sheet of a few videos.
+
+  python data/inspect_dataset.py --dataset /tmp/synth --contact_sheet /tmp/synth.png
+
+The report comes from the manifest plus one full pass over the shards; the contact sheet
+shows frames with timestamps, shot ids, shot boundaries and the boxes training keeps
+(see `vivi/prep/inspect_dataset.py`).
+"""
+
+import argparse
+import os
+import sys
+
+try:
+  from vivi.prep import inspect_dataset
+except ImportError:  # Run as a script from a checkout: make the repository importable.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from vivi.prep import inspect_dataset
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description="Prints a dataset's statistics.")
+  parser.add_argument('--dataset', required=True, help='dataset folder (with manifest.json)')
+  parser.add_argument('--contact_sheet', help='PNG to write a contact sheet to')
+  parser.add_argument('--num_videos', type=int, default=4, help='rows of the contact sheet')
+  parser.add_argument('--max_frames', type=int, default=16, help='frames per row at most')
+  parser.add_argument('--thumb_height', type=int, default=96, help='thumbnail height, px')
+  parser.add_argument('--min_score', type=float, default=inspect_dataset.TRAIN_MIN_SCORE,
+                      help='draw boxes with at least this score')
+  parser.add_argument('--spread', action='store_true',
+                      help='pick videos evenly spaced over the dataset, not the first ones')
+  args = parser.parse_args(argv)
+  print(inspect_dataset.format_statistics(inspect_dataset.statistics(args.dataset)), end='')
+  if args.contact_sheet:
+    path = inspect_dataset.contact_sheet(
+        args.dataset, args.contact_sheet, num_videos=args.num_videos,
+        max_frames=args.max_frames, thumb_height=args.thumb_height, min_score=args.min_score,
+        spread=args.spread)
+    print(f'contact sheet: {path}')
+
+
+if __name__ == '__main__':
+  main()
