@@ -1,4 +1,5 @@
-"""Orbax checkpoints of the train state (plus the run's config as JSON).
+"""Orbax checkpoints of the train state (plus the run's config as JSON), and the encoder
+alone for downstream use.
 
 Saves are asynchronous; the loop saves every `config.checkpoint_every_steps` and at the
 end, and the last `config.keep_checkpoints` are kept. Orbax writes each checkpoint to a
@@ -8,13 +9,19 @@ restored.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+
+from vivi import parallel
+from vivi.models import resnet_v2, video_model
 
 
 def manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
@@ -49,3 +56,105 @@ def restore_latest(mngr: ocp.CheckpointManager, state: Any) -> tuple[Any, int | 
   restored = mngr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_like(state))))
   return restored.state, step
+
+
+# ---------------------------------------------------------------------------------------
+# Downstream use: the encoder of any training checkpoint, restored on any mesh, and the
+# encoder alone as its own checkpoint (`export_encoder` / `load_encoder`).
+
+ENCODER_JSON = 'encoder.json'
+
+
+@dataclasses.dataclass
+class Encoder:
+  """A ResNet v2 encoder and its variables ({'params', 'batch_stats'}), ready to apply to
+  uint8 images [N, S, S, 3] (`features`); `info` says where it came from."""
+  module: resnet_v2.ResNetV2
+  variables: dict
+  info: dict
+
+  def features(self, images) -> dict:
+    """Every block's features and 'pre_logits', BatchNorm in inference mode (compiled once
+    per input shape)."""
+    return _apply(self.module, self.variables, images)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(module: resnet_v2.ResNetV2, variables: dict, images) -> dict:
+  return module.apply(variables, video_model.normalize_images(images), train=False)
+
+
+def _encoder_module(model: dict) -> resnet_v2.ResNetV2:
+  return resnet_v2.ResNetV2(depth=model['depth'], width=model['width'], norm=model['norm'],
+                            num_groups=model['num_groups'], dtype=jnp.dtype(model['dtype']))
+
+
+def _training_manager(workdir: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'config': ocp.JsonCheckpointHandler()})
+
+
+def restore_training(workdir: str, step: int | None = None, mesh=None
+                     ) -> tuple[dict, ml_collections.ConfigDict, int]:
+  """(train state as a dict, config, step) of a training workdir's checkpoint (latest, or
+  `step`), replicated over `mesh` (default: all devices), whatever mesh wrote it.
+
+  The state's structure comes from the checkpoint's own metadata, not from rebuilding the
+  train state from the config, so checkpoints of older code versions restore too.
+  """
+  with _training_manager(workdir) as mngr:
+    step = mngr.latest_step() if step is None else step
+    if step is None or step not in mngr.all_steps():
+      raise FileNotFoundError(f'{workdir}: no checkpoint at step {step}; '
+                              f'have {list(mngr.all_steps())}')
+    sharding = parallel.replicated(mesh or parallel.make_mesh())
+    tree = mngr.item_metadata(step).state
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                            getattr(tree, 'tree', tree))
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore()))
+  return restored.state, ml_collections.ConfigDict(restored.config), int(step)
+
+
+def restore_encoder(workdir: str, step: int | None = None, mesh=None) -> Encoder:
+  """The encoder of a training workdir's checkpoint (see `restore_training`)."""
+  state, config, step = restore_training(workdir, step, mesh)
+  variables = {'params': state['params']['encoder']}
+  if state.get('batch_stats'):
+    variables['batch_stats'] = state['batch_stats']['encoder']
+  info = {'model': config.model.to_dict(), 'source': os.path.abspath(workdir), 'step': step,
+          'objectives': sorted(config.objectives),
+          'input': 'uint8 RGB [N, S, S, 3]; the encoder scales it to [-1, 1]'}
+  return Encoder(_encoder_module(info['model']), variables, info)
+
+
+def export_encoder(encoder: Encoder, out_dir: str) -> str:
+  """Writes the encoder alone (its variables as an orbax checkpoint plus `encoder.json`
+  with its architecture and provenance) for fine-tuning elsewhere; returns `out_dir`."""
+  out_dir = os.path.abspath(out_dir)
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(os.path.join(out_dir, 'variables'), encoder.variables, force=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(out_dir, ENCODER_JSON), 'w') as f:
+      json.dump(encoder.info, f, indent=1)
+  return out_dir
+
+
+def load_encoder(path: str, mesh=None) -> Encoder:
+  """Loads an `export_encoder` folder, replicated over `mesh` (default: all devices)."""
+  path = os.path.abspath(path)
+  if not os.path.exists(os.path.join(path, ENCODER_JSON)):
+    raise FileNotFoundError(f'{path} is not an exported encoder: it has no {ENCODER_JSON}')
+  with open(os.path.join(path, ENCODER_JSON)) as f:
+    info = json.load(f)
+  module = _encoder_module(info['model'])
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
+                                              train=False))
+  sharding = parallel.replicated(mesh or parallel.make_mesh())
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                          dict(shapes))
+  with ocp.StandardCheckpointer() as ckpt:
+    variables = ckpt.restore(os.path.join(path, 'variables'), abstract)
+  return Encoder(module, dict(variables), info)

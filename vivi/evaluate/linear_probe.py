@@ -64,27 +64,46 @@ def _fit(x, y, l2, num_classes: int, iterations: int):
   return params
 
 
-def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                   test_y: np.ndarray, num_classes: int,
-                   l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
-                   val_fraction: float = 0.2, iterations: int = 200) -> float:
-  """Test accuracy of logistic regression fitted on (train_x, train_y).
+class Probe:
+  """A fitted probe: standardisation of the training features + logistic regression."""
+
+  def __init__(self, mean, std, params):
+    self.mean, self.std, self.params = mean, std, params
+
+  def logits(self, x: np.ndarray) -> np.ndarray:
+    z = jnp.asarray((x - self.mean) / self.std, jnp.float32)
+    return np.asarray(z @ self.params[0] + self.params[1])
+
+  def predict(self, x: np.ndarray) -> np.ndarray:
+    return np.argmax(self.logits(x), -1)
+
+
+def fit_probe(train_x: np.ndarray, train_y: np.ndarray, num_classes: int,
+              l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+              val_fraction: float = 0.2, iterations: int = 200) -> Probe:
+  """Logistic regression on standardised features, solved to convergence with L-BFGS.
 
   The L2 strength is picked from `l2_grid` on a held-out `val_fraction` of the training
   set (a fixed, seeded split), then the probe is refitted on the whole training set. With
   few examples and wide features, an unregularised probe memorises the training set.
   """
   mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-  standardise = lambda x: jnp.asarray((x - mean) / std, jnp.float32)
-  x, x_test = standardise(train_x), standardise(test_x)
+  x = jnp.asarray((train_x - mean) / std, jnp.float32)
   y = jnp.asarray(train_y)
   order = np.random.default_rng(0).permutation(len(x))
   n_val = max(1, int(len(x) * val_fraction))
   val, fit = order[:n_val], order[n_val:]
 
-  def accuracy(params, xs, ys):
-    return float(np.mean(np.asarray(jnp.argmax(xs @ params[0] + params[1], -1)) == ys))
+  def val_accuracy(l2):
+    probe = Probe(mean, std, _fit(x[fit], y[fit], l2, num_classes, iterations))
+    return float(np.mean(probe.predict(train_x[val]) == train_y[val]))
 
-  best = max(l2_grid, key=lambda l2: accuracy(
-      _fit(x[fit], y[fit], l2, num_classes, iterations), x[val], train_y[val]))
-  return accuracy(_fit(x, y, best, num_classes, iterations), x_test, test_y)
+  best = max(l2_grid, key=val_accuracy)
+  return Probe(mean, std, _fit(x, y, best, num_classes, iterations))
+
+
+def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                   test_y: np.ndarray, num_classes: int, **kwargs) -> float:
+  """Test accuracy of `fit_probe(train_x, train_y, num_classes, **kwargs)`."""
+  probe = fit_probe(train_x, train_y, num_classes, **kwargs)
+  return float(np.mean(probe.predict(test_x) == test_y))

@@ -1,0 +1,92 @@
+"""The evaluation suite (evaluate.py, vivi/evaluate/suite.py): the probe on features with
+a known answer, and the documented command on a checkpoint end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vivi.evaluate import linear_probe
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _clusters(n, classes, dim, seed, spread):
+  rng = np.random.default_rng(seed)
+  centres = rng.normal(size=(classes, dim)) * 5
+  y = rng.integers(0, classes, n)
+  return (centres[y] + spread * rng.normal(size=(n, dim))).astype(np.float32), y
+
+
+def test_linear_probe_is_perfect_on_separable_clusters_and_chance_on_shuffled_labels():
+  x, y = _clusters(600, 5, 16, 0, spread=0.5)
+  assert linear_probe.probe_accuracy(x[:400], y[:400], x[400:], y[400:], 5) == 1.0
+  shuffled = np.random.default_rng(1).permutation(y)
+  acc = linear_probe.probe_accuracy(x[:400], shuffled[:400], x[400:], shuffled[400:], 5)
+  assert abs(acc - 0.2) < 0.08, acc
+  probe = linear_probe.fit_probe(x[:400], y[:400], 5)
+  np.testing.assert_array_equal(probe.predict(x[400:]), y[400:])
+
+
+# A VITO tiny checkpoint (the method with attention masks to draw) plus a few logged
+# scalars, written the way training writes them.
+WRITE = r'''
+import sys
+import jax
+from clu import metric_writers
+from configs import vito
+from vivi import checkpoint, parallel, train
+workdir = sys.argv[1]
+config = vito.get_config('tiny')
+config.model.width = 0.25
+model, tx = train.build_model(config), train.make_optimizer(config)
+state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)),
+                           parallel.make_mesh())
+mngr = checkpoint.manager(workdir, config)
+checkpoint.save(mngr, state, config)
+mngr.wait_until_finished()
+writer = metric_writers.create_default_writer(workdir)
+for step in (1, 2):
+  writer.write_scalars(step, {'loss': 3.0 - step, 'vito/loss': 2.0 - step / 2,
+                              'learning_rate': 0.1, 'probe/class': 0.1 * step})
+writer.write_scalars(0, {'probe_init/class': 0.1})
+writer.flush()
+'''
+
+
+@pytest.mark.slow
+def test_evaluate_command_writes_the_table_json_and_pictures(tmp_path):
+  workdir = str(tmp_path / 'work')
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', WRITE, workdir], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  small = dict(num_videos=3, frames_per_video=4)
+  evaluators = {
+      'linear_probe': {'datasets': ['synthetic/class'], 'features': ['pre_logits', 'block4']},
+      'knn': {'datasets': ['synthetic/class'], 'features': ['pre_logits'], 'k': 5,
+              'temperature': 0.07},
+      'vtab': {'tasks': ['synthetic/class'], 'step_scale': 0.001, 'num_runs': 1,
+               'batch_size': 16},
+      'pm_k': {'ks': [1], **small}, 'object_nn': {'num_videos': 2, 'frames_per_video': 4},
+      'retrieval': {'ks': [1], **small}, 'pictures': {'num_queries': 2, 'k': 3, **small}}
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'evaluate.py'), f'--workdir={workdir}',
+       '--config', os.path.join(ROOT, 'configs/evaluate.py') + ':synthetic',
+       '--config.image_size=32', '--config.num_train=60', '--config.num_test=30',
+       f'--config.evaluators={json.dumps(evaluators)}', f'--export={tmp_path / "encoder"}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = os.path.join(workdir, 'eval', 'step_0')
+  table = open(os.path.join(results, 'results.md')).read()
+  assert table in out.stdout
+  for name in evaluators:
+    assert f'| {name} |' in table, table
+    metrics = json.load(open(os.path.join(results, f'{name}.json')))['metrics']
+    assert all(np.isfinite(v) for v in metrics.values()), (name, metrics)
+  for png in ('training_curves', 'tsne', 'neighbours', 'attention'):
+    assert os.path.getsize(os.path.join(results, f'{png}.png')) > 10_000, png
+  assert os.path.exists(tmp_path / 'encoder' / 'encoder.json')

@@ -1,0 +1,256 @@
+"""The pictures researchers look at: training curves, t-SNE, nearest neighbours, attention.
+
+`training_curves` plots the scalars a run wrote to TensorBoard (losses, learning rate,
+probe accuracies against the encoder at initialisation); `tsne_plot` embeds features
+coloured by video and by class (Gordon et al., VINCE Figure 4); `neighbour_grid` shows
+each query's cosine nearest neighbours, at most one per video (VINCE Figure 3);
+`attention_figure` shows images above their VITO saliency overlays (Parthasarathy et al.,
+VITO Figure B.1). Every function writes a PNG and returns the same picture as an RGB
+uint8 array [H, W, 3], ready for a TensorBoard image summary.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+
+import matplotlib
+
+matplotlib.use('Agg')  # Headless: figures are only ever written to files.
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+DPI = 120
+
+
+def _finish(fig, out_png: str) -> np.ndarray:
+  """Writes the figure and returns exactly the pixels written (PNG and array agree)."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=DPI, facecolor='white')
+  plt.close(fig)
+  data = buf.getvalue()
+  if os.path.dirname(out_png):
+    os.makedirs(os.path.dirname(out_png), exist_ok=True)
+  with open(out_png, 'wb') as f:
+    f.write(data)
+  return np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
+
+
+# ---------------------------------------------------------------------------------------
+# Training curves.
+
+
+def _event_files(workdir: str) -> list[str]:
+  import tensorflow as tf  # Lazy: TF takes seconds to import and only this reader needs it.
+  files = tf.io.gfile.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+
+  # A resumed run opens a new file; its creation time is in the name, so sorting by it
+  # replays the writes in order and later values overwrite earlier ones.
+  def created(path):
+    m = re.match(r'events\.out\.tfevents\.(\d+)', os.path.basename(path))
+    return (int(m.group(1)) if m else 0, path)
+  return sorted(files, key=created)
+
+
+def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{tag: (steps, values)} of every scalar in the workdir's event files, sorted by step.
+
+  A step written twice (a run resumed from an earlier checkpoint repeats steps) keeps the
+  value written last.
+  """
+  import tensorflow as tf
+  from tensorflow.core.util import event_pb2
+  by_tag: dict[str, dict[int, float]] = {}
+  for path in _event_files(workdir):
+    for record in tf.data.TFRecordDataset(path):
+      event = event_pb2.Event.FromString(record.numpy())
+      for v in event.summary.value:
+        if v.WhichOneof('value') == 'simple_value':
+          value = v.simple_value
+        elif (v.WhichOneof('value') == 'tensor'
+              and v.metadata.plugin_data.plugin_name == 'scalars'):  # Not hparams, images.
+          value = float(np.asarray(tf.make_ndarray(v.tensor)).reshape(()))
+        else:
+          continue
+        by_tag.setdefault(v.tag, {})[int(event.step)] = value
+  out = {}
+  for tag, points in by_tag.items():
+    steps = np.array(sorted(points), np.int64)
+    out[tag] = (steps, np.array([points[s] for s in steps], np.float64))
+  return out
+
+
+def _maybe_log(ax, values: np.ndarray) -> None:
+  # Losses and warmup/decay schedules span decades; a linear axis flattens the late part.
+  positive = values[np.isfinite(values) & (values > 0)]
+  if len(positive) == len(values) and len(values) > 1 and positive.max() > 20 * positive.min():
+    ax.set_yscale('log')
+
+
+def training_curves(workdir: str, out_png: str) -> np.ndarray:
+  """Grid of panels: loss, each '<objective>/loss', learning rate, each probe task."""
+  scalars = read_scalars(workdir)
+  objectives = sorted(t for t in scalars if t.endswith('/loss') and not t.startswith('probe'))
+  tasks = sorted({t.split('/', 1)[1] for t in scalars if t.startswith(('probe/', 'probe_init/'))})
+  panels = [('loss', 'total loss')] + [(t, t) for t in objectives]
+  panels += [('learning_rate', 'learning rate')] + [(f'probe/{t}', f'probe: {t}') for t in tasks]
+  panels = [(tag, title) for tag, title in panels
+            if tag in scalars or tag.startswith('probe/')]
+  if not panels:
+    raise ValueError(f'no scalars to plot in {workdir}')
+  cols = min(4, len(panels))
+  rows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+  last_step = max(1, max(int(steps[-1]) for steps, _ in scalars.values()))
+  for ax, (tag, title) in zip(axes.flat, panels):
+    probe = tag.startswith('probe/')
+    if tag in scalars:
+      steps, values = scalars[tag]
+      ax.plot(steps, values, marker='o' if len(steps) < 10 else None, ms=4, lw=1.5,
+              label=f'trained {values[-1]:.3f}' if probe else None)
+      if not probe:
+        _maybe_log(ax, values)
+    if probe and tag.replace('probe/', 'probe_init/') in scalars:
+      init = scalars[tag.replace('probe/', 'probe_init/')][1][-1]
+      ax.axhline(init, ls='--', color='gray', label=f'at init {init:.3f}')
+    if probe:
+      ax.legend(fontsize=7, loc='best')
+    # One step axis for every panel, so probes line up with the losses under them.
+    ax.set_xlim(0, last_step * 1.03)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel('step', fontsize=8)
+    ax.set_ylabel('accuracy' if probe else 'loss' if 'loss' in title else title, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+  for ax in axes.flat[len(panels):]:
+    ax.axis('off')
+  fig.suptitle(f'Training curves: {os.path.basename(os.path.normpath(workdir))}', fontsize=12)
+  fig.tight_layout()
+  return _finish(fig, out_png)
+
+
+# ---------------------------------------------------------------------------------------
+# t-SNE and nearest neighbours.
+
+
+def tsne_plot(features, video_ids, classes, out_png: str, class_names=None,
+              seed: int = 0) -> np.ndarray:
+  """t-SNE of [N, D] features coloured by video and, if given, by class (VINCE Fig. 4)."""
+  from sklearn.manifold import TSNE  # Lazy: only this figure needs scikit-learn.
+  from threadpoolctl import threadpool_limits
+  features = np.asarray(features, np.float32)
+  n = len(features)
+  if n < 4:
+    raise ValueError(f't-SNE needs at least 4 points, got {n}')
+  tsne = TSNE(perplexity=min(30.0, (n - 1) / 3), init='pca', random_state=seed)
+  # One OpenMP thread: the Barnes-Hut step's threads spin-wait, which made a 300-point
+  # embedding 7x slower on a busy host (training, input pipeline) than one thread.
+  with threadpool_limits(1, user_api='openmp'):
+    emb = tsne.fit_transform(features)
+  _, video_index = np.unique(np.asarray(video_ids), return_inverse=True)
+  num_panels = 1 if classes is None else 2
+  fig, axes = plt.subplots(1, num_panels, figsize=(5.5 * num_panels + 1.5, 5), squeeze=False)
+  ax = axes[0, 0]
+  # Many videos: a cyclic colour map keeps neighbouring ids distinct; no legend (too many).
+  ax.scatter(emb[:, 0], emb[:, 1], c=video_index % 20, cmap='tab20', vmin=0, vmax=19, s=12)
+  ax.set_title(f'coloured by video ({video_index.max() + 1} videos)', fontsize=11)
+  if classes is not None:
+    ax = axes[0, 1]
+    classes = np.asarray(classes)
+    cmap = plt.get_cmap('tab10' if len(np.unique(classes)) <= 10 else 'tab20')
+    for i, c in enumerate(np.unique(classes)):
+      name = class_names[c] if class_names is not None else str(c)
+      ax.scatter(*emb[classes == c].T, color=cmap(i % cmap.N), s=12, label=name)
+    ax.set_title('coloured by class', fontsize=11)
+    ax.legend(fontsize=8, loc='center left', bbox_to_anchor=(1.0, 0.5), markerscale=1.5)
+  for ax in axes.flat:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(f't-SNE of {n} features (dim {features.shape[1]})', fontsize=12)
+  fig.tight_layout()
+  return _finish(fig, out_png)
+
+
+def nearest_neighbours(query_features, gallery_features, k: int, gallery_video_ids=None,
+                       one_per_video: bool = True, query_video_ids=None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """([Q, k] gallery indices, [Q, k] cosine similarities), best first; -1/nan pad.
+
+  With video ids, at most one neighbour per video (VINCE Fig. 3: otherwise the frames of
+  one video fill the row), and with `query_video_ids` the query's own video is skipped.
+  """
+  def normalise(x):
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  sims = normalise(query_features) @ normalise(gallery_features).T
+  vids = None if gallery_video_ids is None else np.asarray(gallery_video_ids)
+  indices = np.full((len(sims), k), -1, np.int64)
+  values = np.full((len(sims), k), np.nan)
+  for q, row in enumerate(sims):
+    order = np.argsort(-row, kind='stable')
+    if vids is not None and query_video_ids is not None:
+      order = order[vids[order] != np.asarray(query_video_ids)[q]]
+    if vids is not None and one_per_video:
+      _, first = np.unique(vids[order], return_index=True)  # Best item of each video.
+      order = order[np.sort(first)]
+    order = order[:k]
+    indices[q, :len(order)] = order
+    values[q, :len(order)] = row[order]
+  return indices, values
+
+
+def neighbour_grid(query_images, gallery_images, query_features, gallery_features,
+                   out_png: str, k: int = 5, gallery_video_ids=None, one_per_video: bool = True,
+                   query_video_ids=None) -> np.ndarray:
+  """A row per query: the query, then its k cosine nearest gallery images (VINCE Fig. 3)."""
+  indices, sims = nearest_neighbours(query_features, gallery_features, k, gallery_video_ids,
+                                     one_per_video, query_video_ids)
+  rows = len(indices)
+  fig, axes = plt.subplots(rows, k + 1, figsize=(1.5 * (k + 1), 1.65 * rows + 0.4),
+                           squeeze=False)
+  for q in range(rows):
+    axes[q, 0].imshow(query_images[q])
+    axes[q, 0].set_title('query', fontsize=9, fontweight='bold')
+    for j in range(k):
+      ax = axes[q, j + 1]
+      if indices[q, j] >= 0:  # Fewer candidates than k leave the tail of the row blank.
+        ax.imshow(gallery_images[indices[q, j]])
+        ax.set_title(f'cos {sims[q, j]:.3f}', fontsize=8)
+  for ax in axes.flat:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  for side in ('top', 'bottom', 'left', 'right'):  # A frame sets the query column apart.
+    for ax in axes[:, 0]:
+      ax.spines[side].set(color='tab:red', linewidth=2)
+  rule = ', at most one per video' if gallery_video_ids is not None and one_per_video else ''
+  if gallery_video_ids is not None and query_video_ids is not None:
+    rule += ", none from the query's video"
+  fig.suptitle(f'{k} cosine nearest neighbours{rule}', fontsize=11)
+  fig.tight_layout()
+  return _finish(fig, out_png)
+
+
+# ---------------------------------------------------------------------------------------
+# Attention.
+
+
+def attention_figure(images, saliency_maps, out_png: str) -> np.ndarray:
+  """Images (top) above their saliency overlays (bottom), as VITO Figure B.1."""
+  from vivi.evaluate import attention_maps  # Lazy: it imports the whole model.
+  images = np.asarray(images)
+  overlays = attention_maps.overlay(images, np.asarray(saliency_maps))
+  n = len(images)
+  fig, axes = plt.subplots(2, n, figsize=(max(1.8 * n, 4.5), 4.0), squeeze=False)
+  for i in range(n):
+    axes[0, i].imshow(images[i])
+    axes[1, i].imshow(overlays[i])
+  for ax in axes.flat:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  axes[0, 0].set_ylabel('image', fontsize=10)
+  axes[1, 0].set_ylabel('attention', fontsize=10)
+  fig.suptitle('VITO attention pooling\n(the overlay dims what it ignores)', fontsize=10)
+  fig.tight_layout()
+  return _finish(fig, out_png)
