@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vivi.evaluate import finetune, vtab
+from vivi.evaluate import finetune, vtab, vtab_tasks
 from vivi.models import resnet_v2
 
 # One tiny encoder, image size and batch for every test that trains, so they share one
@@ -36,7 +36,7 @@ def fake_task(n_test=50):
   rng = np.random.default_rng(0)
   split = lambda n: (rng.integers(0, 256, (n, 2, 2, 3), dtype=np.uint8),
                      rng.integers(0, 3, n).astype(np.int32))
-  return vtab.TaskData('fake', 3, split(800), split(200), split(n_test), group='natural')
+  return vtab_tasks.TaskData('fake', 3, split(800), split(200), split(n_test), group='natural')
 
 
 class Stub:
@@ -126,11 +126,11 @@ def test_run_suite_reports_group_means_and_the_mean_over_tasks():
 
 
 def test_the_19_vtab_tasks():
-  assert len(vtab.TASKS) == 19
-  per_group = {g: [n for n, t in vtab.TASKS.items() if t.group == g] for g in vtab.GROUPS}
+  assert len(vtab_tasks.TASKS) == 19
+  per_group = {g: [n for n, t in vtab_tasks.TASKS.items() if t.group == g] for g in vtab_tasks.GROUPS}
   assert {g: len(n) for g, n in per_group.items()} == {
       'natural': 7, 'specialized': 4, 'structured': 8}
-  for name, task in vtab.TASKS.items():
+  for name, task in vtab_tasks.TASKS.items():
     assert task.tfds_name and task.version and task.label, name
     assert set(task.splits) == {'train800', 'val200', 'train800val200', 'test'}, name
     assert task.splits['train800'] == 'train[:800]', name
@@ -138,7 +138,7 @@ def test_the_19_vtab_tasks():
         f"{task.splits['train800']}+{task.splits['val200']}"), name
     assert task.num_classes >= 2, name
     assert task.augment in finetune.AUGMENTATIONS, name
-  t = vtab.TASKS
+  t = vtab_tasks.TASKS
   assert t['cifar100'].splits['val200'] == 'train[45000:45200]'
   assert t['caltech101'].splits['val200'] == 'train[2754:2954]'
   assert t['eurosat'].splits['test'] == 'train[21600:]'
@@ -150,16 +150,16 @@ def test_the_19_vtab_tasks():
                                      'dsprites/label_x_position', 'kitti/closest_vehicle_distance',
                                      'smallnorb/label_azimuth', 'smallnorb/label_elevation',
                                      'dmlab', 'diabetic_retinopathy')] == [8, 6, 16, 4, 18, 9, 6, 5]
-  assert vtab.task_names('vtab') == list(vtab.TASKS)
-  assert vtab.task_names('specialized,synthetic/class') == [
+  assert vtab_tasks.task_names('vtab') == list(vtab_tasks.TASKS)
+  assert vtab_tasks.task_names('specialized,synthetic/class') == [
       'patch_camelyon', 'eurosat', 'resisc45', 'diabetic_retinopathy', 'synthetic/class']
   with pytest.raises(ValueError, match='unknown task'):
-    vtab.task_names('imagenet')
+    vtab_tasks.task_names('imagenet')
 
 
 def test_derived_labels_follow_vtab():
   import tensorflow as tf
-  t = vtab.TASKS
+  t = vtab_tasks.TASKS
   clevr = lambda depths: {'objects': {'pixel_coords': tf.constant([[0., 0., d] for d in depths]),
                                       'size': tf.zeros([len(depths)], tf.int64)}}
   distance = t['clevr/closest_object_distance'].label_fn
@@ -181,12 +181,12 @@ def test_derived_labels_follow_vtab():
 
 
 def test_a_missing_tfds_dataset_is_a_clear_error(tmp_path):
-  with pytest.raises(vtab.NotPreparedError) as info:
-    vtab.load_task('cifar100', data_dir=str(tmp_path))
+  with pytest.raises(vtab_tasks.NotPreparedError) as info:
+    vtab_tasks.load_task('cifar100', data_dir=str(tmp_path))
   message = str(info.value)
   assert 'cifar100' in message and str(tmp_path) in message and 'tfds build' in message
   with pytest.raises(ValueError, match='unknown task'):
-    vtab.load_task('cifar1000', data_dir=str(tmp_path))
+    vtab_tasks.load_task('cifar1000', data_dir=str(tmp_path))
 
 
 def separable(n=160, seed=0):
@@ -232,7 +232,7 @@ def test_finetune_a_group_norm_encoder_without_batch_stats():
 
 
 def test_tiny_end_to_end_run_on_a_synthetic_task():
-  data = vtab.load_task('synthetic/class', image_size=S, num_test=100, seed=3)
+  data = vtab_tasks.load_task('synthetic/class', image_size=S, num_test=100, seed=3)
   assert len(data.train800[0]) == 800 and len(data.val200[0]) == 200
   assert data.train800[0].shape[1:] == (S, S, 3) and data.num_classes == CLASSES
   result = vtab.run_task(ENCODER, numpy_init(ENCODER), data, step_scale=0.001, num_runs=2,
@@ -255,7 +255,7 @@ def test_load_task_reads_vtab_splits_from_tfds():
   # download) runs the whole reading path: decoding, grayscale -> RGB, resizing, labels.
   import tensorflow_datasets as tfds
   with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
-    data = vtab.load_task('smallnorb/label_elevation', image_size=20, num_test=5)
+    data = vtab_tasks.load_task('smallnorb/label_elevation', image_size=20, num_test=5)
   assert data.train800[0].shape == (12, 20, 20, 3) and data.train800[0].dtype == np.uint8
   assert data.test[0].shape == (5, 20, 20, 3)
   assert data.num_classes == 9 and data.train800[1].max() < 9

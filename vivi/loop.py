@@ -108,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   images = make_labelled_input(config, mesh)
   report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                            writer=writer, every_steps=config.log_every_steps)
-  pending, last_log = [], time.time()
+  pending = []
   for step in range(start + 1, config.num_train_steps + 1):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
       local = next(batches)

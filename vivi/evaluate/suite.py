@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from vivi import checkpoint
-from vivi.evaluate import knn, linear_probe, object_nn, retrieval, robustness, vtab
+from vivi.evaluate import knn, linear_probe, object_nn, retrieval, robustness, vtab, vtab_tasks
 from vivi.input import synthetic_tasks
 from vivi.models import video_model
 
@@ -59,14 +59,14 @@ class Context:
         tr = tfds_images(dataset, 'train', c.data_dir, c.image_size, c.num_train)
         te = tfds_images(dataset, 'test', c.data_dir, c.image_size, c.num_test)
         self._data[name] = (*tr[:2], *te)
-      elif name in vtab.TASKS:  # A VTAB-1k task: its 1000 training examples, its test set.
-        t = vtab.load_task(name, data_dir=c.data_dir or None, image_size=c.image_size,
+      elif name in vtab_tasks.TASKS:  # A VTAB-1k task: its 1000 training examples, its test set.
+        t = vtab_tasks.load_task(name, data_dir=c.data_dir or None, image_size=c.image_size,
                            num_test=c.num_test)
         self._data[name] = (*t.train800val200, *t.test, t.num_classes)
       else:
         raise ValueError(f"unknown dataset {name!r}: use 'synthetic/<task>' "
                          f"({sorted(synthetic_tasks.DOWNSTREAM_TASKS)}), 'tfds/<name>' or a "
-                         f"VTAB task ({sorted(vtab.TASKS)})")
+                         f"VTAB task ({sorted(vtab_tasks.TASKS)})")
     return self._data[name]
 
   def features(self, images: np.ndarray, feature: str = 'pre_logits', key=None) -> np.ndarray:
@@ -128,7 +128,7 @@ def knn_eval(ctx: Context, cfg) -> Result:
 
 
 def vtab_eval(ctx: Context, cfg) -> Result:
-  tasks = [t for spec in cfg.tasks for t in vtab.task_names(spec)]
+  tasks = [t for spec in cfg.tasks for t in vtab_tasks.task_names(spec)]
   out = vtab.run_suite(ctx.encoder.module, ctx.encoder.variables, tasks,
                        data_dir=ctx.config.data_dir or None, image_size=ctx.config.image_size,
                        data_seed=ctx.config.seed, step_scale=cfg.step_scale,

@@ -25,7 +25,7 @@ feature columns from stage 4, VITO pools the last two stages.
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -22,7 +22,6 @@ Romijnders et al. eq. (1).
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from vivi.objectives import metric_learning

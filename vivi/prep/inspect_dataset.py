@@ -145,7 +145,7 @@ def format_statistics(stats: dict) -> str:
       f'- shots: {dist(stats["shots_per_video"])}',
       f'- duration: {dist(stats["video_seconds"], " s")}',
       f'- shot length: {dist(stats["shot_seconds"], " s")}',
-      f'- frame size (first frame, HxW): '
+      '- frame size (first frame, HxW): '
       + ', '.join(f'{k} ({n})' for k, n in stats['frame_sizes'].items()),
       f'- frames with soft labels: {stats["frames_with_soft_labels"]}',
       '',
