@@ -16,7 +16,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from vivi import checkpoint, parallel
+from vivi import checkpoint, loop, parallel
 from vivi.evaluate import suite
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir (its checkpoints/).')
@@ -29,6 +29,7 @@ CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/evaluate.py[:v
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  loop.quiet_library_logs()
   if bool(WORKDIR.value) == bool(ENCODER.value):
     raise app.UsageError('give exactly one of --workdir and --encoder')
   mesh = parallel.make_mesh()

@@ -7,8 +7,6 @@ Any config key can be overridden on the command line (--config.model.width=3); a
 key is an error. Re-running with the same --workdir resumes from its latest checkpoint.
 """
 
-import logging as py_logging
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -20,19 +18,10 @@ CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/X.py[:variant]
                                          lock_config=True)
 
 
-class _OnlyWarningsFromLibraries(py_logging.Filter):
-  """Keeps the log readable: orbax and TensorFlow narrate every save and trace at INFO."""
-  NOISY = ('/orbax/', '/tensorflow/', '/jax/_src/')
-
-  def filter(self, record):
-    return record.levelno >= py_logging.WARNING or not any(
-        part in record.pathname for part in self.NOISY)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
+  loop.quiet_library_logs()
   logging.info('config:\n%s', CONFIG.value)
   loop.train_and_evaluate(CONFIG.value, WORKDIR.value)
 

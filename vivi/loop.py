@@ -7,6 +7,7 @@ held-out tasks, for the encoder being trained and for the same encoder at initia
 
 from __future__ import annotations
 
+import logging as py_logging
 import time
 
 import jax
@@ -138,6 +139,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.flush()
   _print_probes(final, init_probe, config.num_train_steps)
   return {'trained': final, 'init': init_probe}
+
+
+class _OnlyWarningsFromLibraries(py_logging.Filter):
+  """Keeps the log readable: orbax and TensorFlow narrate every save and trace at INFO."""
+  NOISY = ('/orbax/', '/tensorflow/', '/jax/_src/')
+
+  def filter(self, record):
+    return record.levelno >= py_logging.WARNING or not any(
+        part in record.pathname for part in self.NOISY)
+
+
+def quiet_library_logs() -> None:
+  """Drops the libraries' INFO lines from absl's log (warnings and errors stay)."""
+  logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
 
 
 def check_finite(metrics: dict, step: int) -> None:
