@@ -29,6 +29,9 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   c.model.dtype = 'float32'
 
   c.log_every_steps = 100
+  # A step with a non-finite loss or gradient is skipped (the state is kept); this many in
+  # a row stop the run (vivi/loop.py NonFiniteGuard).
+  c.max_nonfinite_steps = 10
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
   # Linear probe of frozen pooled features on the synthetic world's held-out tasks,

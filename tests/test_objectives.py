@@ -141,10 +141,14 @@ def test_shot_order_head_reverses_exactly_the_labelled_videos():
       references.softmax_cross_entropy(logits, labels), rtol=1e-5)
 
 
-def test_a_nan_loss_stops_the_run_naming_the_term():
+def test_nonfinite_steps_are_skipped_counted_and_stop_the_run_after_the_limit():
   from vivi import loop
-  loop.check_finite({'loss': 1.0, 'exemplar/loss': 1.0}, 10)
-  with pytest.raises(FloatingPointError, match=r"loss is nan over the steps logged at step 25; "
-                                               r".*'shot_infonce/loss': nan"):
-    loop.check_finite({'loss': float('nan'), 'exemplar/loss': 0.4,
-                       'shot_infonce/loss': float('nan'), 'learning_rate': 0.1}, 25)
+  guard = loop.NonFiniteGuard(3)
+  ok = lambda loss: {'loss': loss, 'exemplar/loss': loss, 'nonfinite': 0}
+  bad = {'loss': float('nan'), 'exemplar/loss': 0.4, 'shot_infonce/loss': float('nan'),
+         'nonfinite': 1}
+  means = guard.summarise([ok(1.0), bad, ok(3.0), bad, bad], 5)
+  assert means == {'loss': 2.0, 'exemplar/loss': 2.0, 'nonfinite_steps': 3}
+  with pytest.raises(FloatingPointError, match=r"^3 steps in a row \(up to step 6\) had a "
+                                               r"non-finite .*'shot_infonce/loss': nan"):
+    guard.summarise([bad, ok(1.0)], 7)

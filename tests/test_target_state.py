@@ -309,3 +309,27 @@ def test_shipped_configs_pass_the_target_network_check(get_config, names):
   config = get_config('tiny')
   assert train.target_objectives(config) == names
   assert train.build_model(config).target_heads == tuple(names)
+
+
+@pytest.mark.slow
+def test_a_nonfinite_step_leaves_the_whole_state_as_it_was(setup):
+  """A NaN in the online parameters makes the loss NaN: the step is counted as skipped and
+  parameters, optimiser state, BatchNorm statistics, target and queue stay as they were
+  (only the step counter advances), so nothing non-finite spreads or gets checkpointed."""
+  step = setup[4]
+  state = _state(setup)
+  leaf = state.params['encoder']['post_norm']['BatchNorm_0']['scale']
+  params = jax.tree.map(lambda x: x, state.params)
+  params['encoder']['post_norm']['BatchNorm_0']['scale'] = leaf.at[0].set(np.nan)
+  state = state.replace(params=params)
+  before = _host(state)
+  state, metrics = step(state, _batch(setup, seed=0), jax.random.key(1))
+  assert int(metrics['nonfinite']) == 1 and not np.isfinite(float(metrics['loss']))
+  after = _host(state)
+  assert int(after.step) == int(before.step) + 1
+  for name in ('params', 'opt_state', 'batch_stats', 'target', 'memory'):
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(getattr(after, name)),
+                            jax.tree.leaves(getattr(before, name))):
+      np.testing.assert_array_equal(a, b, err_msg=f'{name}{jax.tree_util.keystr(path)}')
+  _, metrics = step(_state(setup), _batch(setup, seed=0), jax.random.key(1))
+  assert int(metrics['nonfinite']) == 0

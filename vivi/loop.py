@@ -110,6 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                            writer=writer, every_steps=config.log_every_steps)
   pending = []
+  guard = NonFiniteGuard(config.max_nonfinite_steps)
   for step in range(start + 1, config.num_train_steps + 1):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
       local = next(batches)
@@ -120,9 +121,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pending.append(metrics)
     report(step, time.time())
     if step % config.log_every_steps == 0 or step == config.num_train_steps:
-      means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+      means = guard.summarise(jax.device_get(pending), step)
       pending = []
-      check_finite(means, step)
       means['input/videos_skipped'] = host_input.videos_skipped
       writer.write_scalars(step, means)
     if step % config.checkpoint_every_steps == 0 and step != config.num_train_steps:
@@ -155,12 +155,39 @@ def quiet_library_logs() -> None:
   logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
 
 
-def check_finite(metrics: dict, step: int) -> None:
-  """Stops the run on a NaN or infinite loss, naming the step and every loss term."""
-  if not np.isfinite(metrics['loss']):
-    terms = {k: v for k, v in metrics.items() if k.endswith('loss')}
-    raise FloatingPointError(f'loss is {metrics["loss"]} over the steps logged at step '
-                             f'{step}; loss terms: {terms}')
+class NonFiniteGuard:
+  """Counts the steps the train step skipped for a non-finite loss or gradient (their
+  `nonfinite` metric; the state was left as it was) and stops the run after `limit` in a
+  row, naming the steps and the loss terms. Checked when metrics are logged, so the run
+  stops at the first log step that sees the limit reached: no per-step host sync."""
+
+  def __init__(self, limit: int):
+    if limit < 1:
+      raise ValueError(f'max_nonfinite_steps must be >= 1, got {limit}')
+    self.limit, self.in_a_row, self.total = limit, 0, 0
+
+  def summarise(self, per_step: list[dict], last_step: int) -> dict:
+    """Means of the logged metrics over the finite steps (+ 'nonfinite_steps', the total
+    so far); raises FloatingPointError once `limit` steps in a row were non-finite."""
+    first = last_step - len(per_step) + 1
+    for offset, m in enumerate(per_step):
+      if m['nonfinite']:
+        self.in_a_row += 1
+        self.total += 1
+        if self.in_a_row >= self.limit:
+          terms = {k: float(v) for k, v in m.items() if k.endswith('loss')}
+          raise FloatingPointError(
+              f'{self.in_a_row} steps in a row (up to step {first + offset}) had a non-finite '
+              f'loss or gradient and were skipped (config.max_nonfinite_steps='
+              f'{self.limit}); the last one\'s loss terms: {terms}. The checkpoints hold '
+              f'only finite states: lower the learning rate or check the input.')
+      else:
+        self.in_a_row = 0
+    finite = [m for m in per_step if not m['nonfinite']]
+    means = {k: float(np.mean([m[k] for m in finite])) for k in per_step[0]} if finite else {}
+    means.pop('nonfinite', None)
+    means['nonfinite_steps'] = self.total
+    return means
 
 
 def _flatten(d: dict, prefix: str = '') -> dict:

@@ -199,8 +199,18 @@ def make_train_step(config, model, tx) -> Callable:
     memory = {name: objectives_lib.get(name).update_memory(mem, target_outputs[name],
                                                            objectives[name])
               for name, mem in state.memory.items()}
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state, target=target, memory=memory)
+    # A non-finite loss or gradient leaves every part of the state as it was (the step is
+    # skipped and counted), so no NaN reaches the parameters, statistics, target or queue,
+    # nor a checkpoint. The loop stops the run after `max_nonfinite_steps` in a row.
+    finite = (jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
+              & jnp.isfinite(optax.tree.norm(updates)))
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(
+        step=state.step + 1, params=keep(params, state.params),
+        batch_stats=keep(batch_stats, state.batch_stats),
+        opt_state=keep(opt_state, state.opt_state), target=keep(target, state.target),
+        memory=keep(memory, state.memory))
+    metrics['nonfinite'] = 1 - finite.astype(jnp.int32)
     return new_state, metrics
 
   return step
