@@ -59,3 +59,34 @@ def test_main_trains_checkpoints_reports_and_resumes_after_kill(tmp_path):
     table = re.search(row + r'\s+([0-9.]+)\s+([0-9.]+)', out.stdout)
     assert table, out.stdout
     assert 0.0 <= float(table.group(1)) <= 1.0 and 0.0 <= float(table.group(2)) <= 1.0
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_cleanly_then_resumes(tmp_path):
+  """What TPU pre-emption and SLURM send: the run saves a checkpoint at the next step
+  boundary, exits with status 0, and the same command resumes from that step."""
+  workdir, cache = str(tmp_path / 'work'), str(tmp_path / 'cache')
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  command = _command(workdir, cache, 300)
+  command[command.index('--config.checkpoint_every_steps=3')] = (
+      '--config.checkpoint_every_steps=1000')
+  proc = subprocess.Popen(command + ['--config.log_every_steps=1'], env=env, cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 600
+  # Wait until training steps are being logged (past compilation), then pre-empt.
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if re.search(r'\] \[2\] ', line) or time.time() > deadline:
+      break
+  proc.send_signal(signal.SIGTERM)
+  _, rest = proc.communicate(timeout=300)
+  log = ''.join(lines) + rest
+  assert proc.returncode == 0, log[-3000:]
+  saved = re.search(r'Pre-empted \(SIGTERM\): saved the checkpoint at step (\d+)', log)
+  assert saved, log[-3000:]
+  step = int(saved.group(1))
+  assert _steps(workdir) == [step] and 2 <= step < 300
+  out = subprocess.run(_command(workdir, cache, step + 2), env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f'Resumed from the checkpoint at step {step}' in out.stderr

@@ -8,6 +8,8 @@ held-out tasks, for the encoder being trained and for the same encoder at initia
 from __future__ import annotations
 
 import logging as py_logging
+import signal
+import threading
 import time
 
 import jax
@@ -16,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
 
 from vivi import checkpoint, parallel, train
 from vivi.evaluate import synthetic_probe
@@ -111,6 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                            writer=writer, every_steps=config.log_every_steps)
   pending = []
   guard = NonFiniteGuard(config.max_nonfinite_steps)
+  preemption = Preemption()
   for step in range(start + 1, config.num_train_steps + 1):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
       local = next(batches)
@@ -125,11 +129,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       pending = []
       means['input/videos_skipped'] = host_input.videos_skipped
       writer.write_scalars(step, means)
+    if preemption.reached(step):
+      preemption.close()
+      checkpoint.save(mngr, state, config)
+      mngr.wait_until_finished()
+      mngr.close()
+      writer.flush()
+      logging.warning('Pre-empted (SIGTERM): saved the checkpoint at step %d in %s; run the '
+                      'same command to resume.', step, workdir)
+      return {'preempted_at': step}
     if step % config.checkpoint_every_steps == 0 and step != config.num_train_steps:
       checkpoint.save(mngr, state, config)
     if step % config.probe.every_steps == 0 and step != config.num_train_steps:
       writer.write_scalars(step, {f'probe/{k}': v for k, v in probe(state).items()})
 
+  preemption.close()
   if start < config.num_train_steps:
     checkpoint.save(mngr, state, config)
   final = probe(state)
@@ -153,6 +167,39 @@ class _OnlyWarningsFromLibraries(py_logging.Filter):
 def quiet_library_logs() -> None:
   """Drops the libraries' INFO lines from absl's log (warnings and errors stay)."""
   logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
+
+
+class Preemption:
+  """Whether to save and stop at this step because the job is being pre-empted.
+
+  TPU pre-emption and SLURM send SIGTERM, then wait a grace period. One process: a handler
+  notes the signal and the loop saves at the next step boundary. Several processes: JAX's
+  coordination service agrees on one step at which every process sees True
+  (`multihost_utils.reached_preemption_sync_point`), so all hosts save the same step
+  together.
+  """
+
+  def __init__(self):
+    self.signalled = False
+    self.multi = jax.process_count() > 1
+    self.previous = None
+    if not self.multi and threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(signal.SIGTERM, self._note)
+
+  def close(self) -> None:
+    """Gives SIGTERM back to the handler it had before."""
+    if self.previous is not None:
+      signal.signal(signal.SIGTERM, self.previous)
+      self.previous = None
+
+  def _note(self, signum, frame):
+    del signum, frame
+    self.signalled = True
+
+  def reached(self, step: int) -> bool:
+    if self.multi:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.signalled
 
 
 class NonFiniteGuard:
