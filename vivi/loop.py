@@ -110,6 +110,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   host_input = make_input(config)
   batches = iter(host_input)
   images = make_labelled_input(config, mesh)
+  pipelines = {'videos': host_input, 'images': images}
+  if restored and not checkpoint.restore_input(workdir, restored, pipelines):
+    logging.warning('No input state saved with step %d for this process: the input starts '
+                    'afresh, so this run will not read what an uninterrupted one would.',
+                    restored)
+
+  def save(state, step):
+    checkpoint.save(mngr, state, config)
+    checkpoint.save_input(mngr, workdir, step, pipelines)
   report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                            writer=writer, every_steps=config.log_every_steps)
   pending = []
@@ -131,7 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       writer.write_scalars(step, means)
     if preemption.reached(step):
       preemption.close()
-      checkpoint.save(mngr, state, config)
+      save(state, step)
       mngr.wait_until_finished()
       mngr.close()
       writer.flush()
@@ -139,13 +148,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       'same command to resume.', step, workdir)
       return {'preempted_at': step}
     if step % config.checkpoint_every_steps == 0 and step != config.num_train_steps:
-      checkpoint.save(mngr, state, config)
+      save(state, step)
     if step % config.probe.every_steps == 0 and step != config.num_train_steps:
       writer.write_scalars(step, {f'probe/{k}': v for k, v in probe(state).items()})
 
   preemption.close()
   if start < config.num_train_steps:
-    checkpoint.save(mngr, state, config)
+    save(state, config.num_train_steps)
   final = probe(state)
   writer.write_scalars(config.num_train_steps, {f'probe/{k}': v for k, v in final.items()})
   mngr.wait_until_finished()

@@ -80,6 +80,9 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   after an optional linear warm-up."""
   s = config.schedule
   if s.name == 'cosine':   # VINCE's ResNet-50 recipe (MoCo v2), BYOL-style methods.
+    if s.warmup_steps >= config.num_train_steps:
+      raise ValueError(f'schedule.warmup_steps={s.warmup_steps} must be below '
+                       f'num_train_steps={config.num_train_steps} for the cosine schedule')
     return optax.warmup_cosine_decay_schedule(
         0.0, s.base_learning_rate, s.warmup_steps, max(config.num_train_steps, 1))
   if s.name != 'piecewise':

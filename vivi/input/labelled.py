@@ -155,11 +155,15 @@ class LabelledPipeline(collections.abc.Iterator):
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
 
-  def __next__(self) -> dict[str, np.ndarray]:
+  def tf_iterator(self):
+    """The tf.data iterator behind this pipeline (checkpointed, as `HostPipeline`'s)."""
     if self._iterator is None:
       self._iterator = iter(self.dataset)
+    return self._iterator
+
+  def __next__(self) -> dict[str, np.ndarray]:
     try:
-      batch = next(self._iterator)
+      batch = next(self.tf_iterator())
     except StopIteration:
       raise ValueError(f'{self.description} has no examples: nothing to repeat') from None
     except tf.errors.InvalidArgumentError as e:

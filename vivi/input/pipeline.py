@@ -51,9 +51,17 @@ class HostPipeline:
   dataset: tf.data.Dataset
   files: list[str]
   videos_skipped: int = 0
+  _iterator: Any = dataclasses.field(default=None, init=False, repr=False)
+
+  def tf_iterator(self):
+    """The one tf.data iterator behind this pipeline (its state is checkpointed with the
+    train state, `checkpoint.save_input`, so a resumed run reads what it would have read)."""
+    if self._iterator is None:
+      self._iterator = iter(self.dataset)
+    return self._iterator
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    it = iter(self.dataset)
+    it = self.tf_iterator()
     while True:
       try:
         batch = next(it)
