@@ -10,7 +10,7 @@ import pytest
 from configs import vince, vivi_obj
 from vivi import checkpoint, loop
 
-pytestmark = pytest.mark.slow
+
 N = 3
 
 
@@ -30,6 +30,7 @@ def _config(module, cache):
   return config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('module', [vivi_obj, vince], ids=['vivi_obj', 'vince'])
 def test_preempted_and_resumed_run_equals_the_uninterrupted_run(module, tmp_path,
                                                                monkeypatch):
@@ -50,3 +51,42 @@ def test_preempted_and_resumed_run_equals_the_uninterrupted_run(module, tmp_path
   for (path, x), y in zip(leaves_a, jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y),
                                   err_msg=jax.tree_util.keystr(path))
+
+
+# Saves step 1 of a state, then starts saving step 2 (asynchronously, ~200 MB) and is
+# killed -9 while that save is under way.
+KILLED_SAVE = r'''
+import os, signal, sys
+import jax.numpy as jnp, ml_collections
+from vivi import checkpoint, train
+workdir = sys.argv[1]
+config = ml_collections.ConfigDict({'keep_checkpoints': 3, 'seed': 0})
+def state(step, value):
+  return train.TrainState(step=jnp.asarray(step, jnp.int32),
+                          params={'w': jnp.full((50_000_000,), value, jnp.float32)},
+                          batch_stats={}, opt_state={})
+mngr = checkpoint.manager(workdir, config)
+checkpoint.save(mngr, state(1, 1.0), config)
+mngr.wait_until_finished()
+checkpoint.save(mngr, state(2, 2.0), config)
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_a_save_killed_midway_never_restores(tmp_path):
+  """Orbax writes to a temporary directory and renames it when complete: after a kill -9
+  during the save of step 2, the latest checkpoint is step 1 and it restores whole."""
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = str(tmp_path / 'work')
+  out = subprocess.run([sys.executable, '-c', KILLED_SAVE, workdir], cwd=root,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == -9, out.stderr[-2000:]
+  left = os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert any(d.startswith('2.orbax-checkpoint-tmp') for d in left), left  # Killed midway.
+  state, _, step = checkpoint.restore_training(workdir)
+  assert step == 1
+  assert float(np.asarray(state['params']['w']).min()) == 1.0 == float(
+      np.asarray(state['params']['w']).max())
