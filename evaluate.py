@@ -29,6 +29,7 @@ CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/evaluate.py[:v
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  parallel.initialize()
   loop.quiet_library_logs()
   if bool(WORKDIR.value) == bool(ENCODER.value):
     raise app.UsageError('give exactly one of --workdir and --encoder')

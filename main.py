@@ -10,7 +10,7 @@ key is an error. Re-running with the same --workdir resumes from its latest chec
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vivi import loop
+from vivi import loop, parallel
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and TensorBoard events go.',
                             required=True)
@@ -21,6 +21,7 @@ CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/X.py[:variant]
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  parallel.initialize()
   loop.quiet_library_logs()
   logging.info('config:\n%s', CONFIG.value)
   loop.train_and_evaluate(CONFIG.value, WORKDIR.value)

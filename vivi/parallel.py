@@ -9,6 +9,7 @@ collectives. The same code runs on 1 CPU, 8 forced CPU devices, or a pod.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -16,6 +17,28 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA = 'data'
+
+
+def initialize() -> None:
+  """Joins a multi-process job, before anything touches a device.
+
+  Several processes (hosts, or local processes each with its own CPU devices) form one JAX
+  job when `jax.distributed.initialize` runs in each:
+    * explicitly: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+      JAX_PROCESS_ID in the environment, as `launch/local.py` and `launch/slurm.sh` set
+      them; on CPU the collectives then go over gloo (TCP);
+    * auto-detected: VIVI_DISTRIBUTED=auto (the TPU pod launcher sets it), where JAX finds
+      the coordinator itself (TPU VM pods; SLURM; see jax.distributed.initialize).
+  Without either, a single process uses its local devices.
+  """
+  address = os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if address:
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU devices only.
+    jax.distributed.initialize(coordinator_address=address,
+                               num_processes=int(os.environ['JAX_NUM_PROCESSES']),
+                               process_id=int(os.environ['JAX_PROCESS_ID']))
+  elif os.environ.get('VIVI_DISTRIBUTED') == 'auto':
+    jax.distributed.initialize()
 
 
 def make_mesh(devices=None) -> Mesh:
