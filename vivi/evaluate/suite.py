@@ -137,7 +137,8 @@ def vtab_eval(ctx: Context, cfg) -> Result:
   with open(os.path.join(ctx.out_dir, 'vtab_runs.json'), 'w') as f:
     json.dump(out, f, indent=1, default=float)
   metrics = {t: r['test_accuracy'] for t, r in out['tasks'].items()}
-  metrics.update({f'mean/{g}': v for g, v in out.items() if g != 'tasks'})
+  # VTAB's score ('mean', over tasks) and the group means ('mean/natural', ...).
+  metrics.update({g if g == 'mean' else f'mean/{g}': v for g, v in out.items() if g != 'tasks'})
   return metrics, {}
 
 
