@@ -40,6 +40,8 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         'beam': BEAM,
+        # Benchmarks only (benchmarks/): the PyTorch peer of the train-step comparison.
+        'bench': ['torch==2.13.0'],
         'test': ['pytest>=9,<10', 'pytest-xdist>=3.8,<4'] + BEAM,
     },
 )
