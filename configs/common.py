@@ -27,6 +27,8 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   c.model.norm = 'batch'         # 'group_ws' when co-training (VIVI section 4).
   c.model.num_groups = 32
   c.model.dtype = 'float32'
+  c.model.fsdp = False           # Shard parameters and optimiser state over devices
+                                 # (parallel.state_shardings), e.g. for width 3.0.
 
   c.log_every_steps = 100
   # A step with a non-finite loss or gradient is skipped (the state is kept); this many in

@@ -34,59 +34,55 @@ def _steps(workdir):
                 if os.path.basename(p).isdigit())
 
 
-def test_main_trains_checkpoints_reports_and_resumes_after_kill(tmp_path):
+def _wait_for_checkpoint_after(workdir, step, proc):
+  deadline = time.time() + 600
+  while (not _steps(workdir) or _steps(workdir)[-1] <= step) and time.time() < deadline \
+      and proc.poll() is None:
+    time.sleep(0.5)
+  return _steps(workdir)
+
+
+def test_main_survives_sigterm_and_kill_then_resumes_and_reports(tmp_path):
+  """Three runs of the README's main command in one workdir:
+  1. SIGTERM (pre-emption) after its first checkpoint: it saves at the next step boundary
+     and exits with status 0;
+  2. the same command resumes from that step; kill -9 after its next checkpoint;
+  3. the same command resumes from that checkpoint, finishes, and prints the probe table.
+  """
   workdir, cache = str(tmp_path / 'work'), str(tmp_path / 'cache')
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  # Kill -9 the run once its first checkpoint is complete.
-  proc = subprocess.Popen(_command(workdir, cache, 60), env=env, cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 600
-  while not _steps(workdir) and time.time() < deadline and proc.poll() is None:
-    time.sleep(0.5)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  first = _steps(workdir)
-  assert first and first[-1] < 60, first
+  def start(name):  # The log goes to a file: a pipe nobody reads would fill and block.
+    log = open(tmp_path / name, 'w')
+    return subprocess.Popen(_command(workdir, cache, 300), env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=log), tmp_path / name
 
-  resumed_at = first[-1]
-  out = subprocess.run(_command(workdir, cache, resumed_at + 3), env=env, cwd=ROOT,
+  proc, log_file = start('run1.log')
+  first = _wait_for_checkpoint_after(workdir, 0, proc)
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=300)
+  log = log_file.read_text()
+  assert proc.returncode == 0, log[-3000:]
+  saved = re.search(r'Pre-empted \(SIGTERM\): saved the checkpoint at step (\d+)', log)
+  assert first and saved, log[-3000:]
+  preempted_at = int(saved.group(1))
+  assert first[-1] <= preempted_at < 300 and _steps(workdir)[-1] == preempted_at
+
+  proc, log_file = start('run2.log')
+  later = _wait_for_checkpoint_after(workdir, preempted_at, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait(timeout=60)
+  log = log_file.read_text()
+  assert f'Resumed from the checkpoint at step {preempted_at}' in log, log[-3000:]
+  killed_at = later[-1]
+  assert preempted_at < killed_at < 300, later
+
+  out = subprocess.run(_command(workdir, cache, killed_at + 3), env=env, cwd=ROOT,
                        capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert f'Resumed from the checkpoint at step {resumed_at}' in out.stderr
-  assert _steps(workdir)[-1] == resumed_at + 3
+  assert f'Resumed from the checkpoint at step {killed_at}' in out.stderr
+  assert _steps(workdir)[-1] == killed_at + 3
   assert glob.glob(f'{workdir}/events.out.tfevents.*')
   for row in ('class', 'object_nn'):
     table = re.search(row + r'\s+([0-9.]+)\s+([0-9.]+)', out.stdout)
     assert table, out.stdout
     assert 0.0 <= float(table.group(1)) <= 1.0 and 0.0 <= float(table.group(2)) <= 1.0
-
-
-def test_sigterm_saves_at_the_next_step_and_exits_cleanly_then_resumes(tmp_path):
-  """What TPU pre-emption and SLURM send: the run saves a checkpoint at the next step
-  boundary, exits with status 0, and the same command resumes from that step."""
-  workdir, cache = str(tmp_path / 'work'), str(tmp_path / 'cache')
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  command = _command(workdir, cache, 300)
-  command[command.index('--config.checkpoint_every_steps=3')] = (
-      '--config.checkpoint_every_steps=1000')
-  proc = subprocess.Popen(command + ['--config.log_every_steps=1'], env=env, cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 600
-  # Wait until training steps are being logged (past compilation), then pre-empt.
-  lines = []
-  for line in proc.stderr:
-    lines.append(line)
-    if re.search(r'\] \[2\] ', line) or time.time() > deadline:
-      break
-  proc.send_signal(signal.SIGTERM)
-  _, rest = proc.communicate(timeout=300)
-  log = ''.join(lines) + rest
-  assert proc.returncode == 0, log[-3000:]
-  saved = re.search(r'Pre-empted \(SIGTERM\): saved the checkpoint at step (\d+)', log)
-  assert saved, log[-3000:]
-  step = int(saved.group(1))
-  assert _steps(workdir) == [step] and 2 <= step < 300
-  out = subprocess.run(_command(workdir, cache, step + 2), env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=900)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert f'Resumed from the checkpoint at step {step}' in out.stderr

@@ -93,7 +93,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = train.build_model(config)
   tx = train.make_optimizer(config)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  state = parallel.replicate(train.create_train_state(config, model, tx, init_rng), mesh)
+  state = train.create_train_state(config, model, tx, init_rng)
+  shardings = parallel.state_shardings(state, mesh, config.model.fsdp)
+  state = jax.device_put(state, shardings)
   probe = synthetic_probe.SyntheticProbe(config, model, mesh)
   init_probe = probe(state)  # Computed before training touches (and donates) the state.
 
@@ -106,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
     writer.write_scalars(0, {f'probe_init/{k}': v for k, v in init_probe.items()})
 
-  step_fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
+  step_fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh, shardings)
   host_input = make_input(config)
   batches = iter(host_input)
   images = make_labelled_input(config, mesh)

@@ -54,6 +54,27 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA))
 
 
+def state_shardings(tree: Any, mesh: Mesh, fsdp: bool = False,
+                    min_size: int = 2 ** 16) -> Any:
+  """The train state's shardings: replicated, or with `fsdp` (for wide models whose
+  parameters and optimiser state crowd a device's memory) every leaf of at least
+  `min_size` elements split over the 'data' axis along its largest dimension that the
+  number of devices divides (leaves it does not divide stay replicated). Under `jax.jit`
+  XLA then all-gathers parameters where the step needs them whole and reduce-scatters
+  their gradients: the same arithmetic as replicated, each device storing 1/N.
+  """
+  n = mesh.devices.size
+
+  def one(x):
+    if fsdp and n > 1 and x.size >= min_size:
+      for axis in sorted(range(x.ndim), key=lambda a: -x.shape[a]):
+        if x.shape[axis] % n == 0:
+          return NamedSharding(mesh, P(*[DATA if a == axis else None for a in range(x.ndim)]))
+    return replicated(mesh)
+
+  return jax.tree.map(one, tree)
+
+
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = 'input.batch_videos') -> None:
   n = mesh.devices.size
   if global_batch % n or global_batch % jax.process_count():

@@ -17,6 +17,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from vivi import objectives as objectives_lib
@@ -126,6 +127,24 @@ def init_batch(config: ml_collections.ConfigDict, batch_videos: int | None = Non
   return batch
 
 
+def random_batch(config: ml_collections.ConfigDict, batch_videos: int | None = None,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+  """Random host inputs with the pipeline's shapes (tests, benchmarks): uint8 frames,
+  segments in [-1, num_masks), every mask valid."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for key, x in init_batch(config, batch_videos).items():
+    if x.dtype == np.uint8:
+      out[key] = rng.integers(0, 256, x.shape, dtype=np.uint8)
+    elif key == 'segments':
+      out[key] = rng.integers(-1, config.input.num_masks, x.shape).astype(np.int32)
+    elif key == 'mask_valid':
+      out[key] = np.ones(x.shape, bool)
+    else:
+      raise ValueError(f'no random input for batch[{key!r}] {x.shape} {x.dtype}')
+  return out
+
+
 def create_train_state(config, model, tx, rng) -> TrainState:
   # Initialise on a small batch with the real per-example shapes: parameters don't depend
   # on the batch size, and this keeps init cheap at the paper's batch.
@@ -219,8 +238,10 @@ def make_train_step(config, model, tx) -> Callable:
   return step
 
 
-def jit_train_step(step: Callable, mesh) -> Callable:
-  """Compiles the step for `mesh`: batch on 'data', state replicated and donated."""
+def jit_train_step(step: Callable, mesh, state_shardings: Any = None) -> Callable:
+  """Compiles the step for `mesh`: batch on 'data', the state donated and replicated (or
+  sharded as `state_shardings` says: `parallel.state_shardings`, config.model.fsdp)."""
   rep = parallel.replicated(mesh)
-  return jax.jit(step, in_shardings=(rep, parallel.batch_sharded(mesh), rep),
-                 out_shardings=(rep, rep), donate_argnums=(0,))
+  state = rep if state_shardings is None else state_shardings
+  return jax.jit(step, in_shardings=(state, parallel.batch_sharded(mesh), rep),
+                 out_shardings=(state, rep), donate_argnums=(0,))

@@ -29,6 +29,8 @@ def extract_features(fn: Callable, variables, inputs, mesh, batch_size: int = 25
   common leading dimension) in sharded batches; returns the concatenated outputs."""
   n_dev = mesh.devices.size
   batch_size = max(n_dev, batch_size // n_dev * n_dev)
+  # Whole on every device (a no-op unless the train state is sharded: config.model.fsdp).
+  variables = jax.device_put(variables, parallel.replicated(mesh))
   n = len(jax.tree.leaves(inputs)[0])
   out = []
   for start in range(0, n, batch_size):

@@ -31,9 +31,11 @@ class SyntheticProbe:
     encode = lambda variables, images: model.apply(
         variables, images, method=video_model.VideoModel.encode)['pre_logits']
     self.encode = linear_probe.jit_encoder(encode, mesh)
-    self.object_nn = object_nn.ObjectNearestNeighbour(
-        model, mesh, num_videos=p.nn_videos, frames_per_video=p.nn_frames_per_video,
-        image_size=p.image_size, seed=p.seed)
+    self.object_nn = None
+    if p.nn_videos:  # 0 (and no tasks) turns the probe off: quick runs, tests.
+      self.object_nn = object_nn.ObjectNearestNeighbour(
+          model, mesh, num_videos=p.nn_videos, frames_per_video=p.nn_frames_per_video,
+          image_size=p.image_size, seed=p.seed)
 
   def __call__(self, state) -> dict[str, float]:
     """Test accuracy of each task's probe, and the 'object_nn' fraction."""
@@ -43,5 +45,6 @@ class SyntheticProbe:
       f_tr = linear_probe.extract_features(self.encode, variables, x_tr, self.mesh)
       f_te = linear_probe.extract_features(self.encode, variables, x_te, self.mesh)
       results[task] = linear_probe.probe_accuracy(f_tr, y_tr, f_te, y_te, num_classes)
-    results['object_nn'] = self.object_nn(state)
+    if self.object_nn is not None:
+      results['object_nn'] = self.object_nn(state)
     return results
