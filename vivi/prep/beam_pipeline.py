@@ -51,4 +51,4 @@ def run_beam(plan: runner.Plan, beam_args: Sequence[str] = ()):
            | 'Prepare' >> beam.ParDo(PrepareVideo(plan.config))
            | 'ByShard' >> beam.GroupByKey()
            | 'WriteShard' >> beam.Map(write))
-  return runner.finalize(plan, runner.detector_name(plan.config))
+  return runner.finalize(plan)

@@ -79,6 +79,7 @@ class Prepared:
   skipped: str | None
   stats: dict
   label_names: dict[int, str]
+  detector: str = ''               # the annotating detector's name (for the manifest)
 
 
 class Workers:
@@ -121,7 +122,7 @@ def prepare_video(path: str, video_id: str, cfg: PrepConfig, tools: Workers,
 
   def skip(reason: str) -> Prepared:
     stats['seconds'] = time.perf_counter() - start_clock
-    return Prepared(video_id, path, None, reason, stats, {})
+    return Prepared(video_id, path, None, reason, stats, {}, tools.detector.name)
 
   try:
     declared = decode.probe_duration(path)
@@ -172,4 +173,5 @@ def prepare_video(path: str, video_id: str, cfg: PrepConfig, tools: Workers,
   stats['seconds'] = time.perf_counter() - start_clock
   # The detector's whole label map so far (ids are the detector's), not only what this
   # video used: the manifest's map is the union over all videos.
-  return Prepared(video_id, path, video, None, stats, tools.detector.label_names())
+  return Prepared(video_id, path, video, None, stats, tools.detector.label_names(),
+                  tools.detector.name)

@@ -111,6 +111,7 @@ def write_shard(plan: Plan, k: int, results: Sequence[prepare.Prepared]) -> dict
       'skipped': [{'video': r.video_id, 'path': r.path, 'reason': r.skipped}
                   for r in results if r.skipped],
       'label_names': {str(i): n for r in results for i, n in r.label_names.items()},
+      'detector': next((r.detector for r in results if r.detector), ''),
       'stats': {r.video_id: r.stats for r in results},
   }
   records.write_atomic(os.path.join(plan.output, name + '.json'),
@@ -125,7 +126,7 @@ def summaries(plan: Plan) -> Iterator[dict]:
       yield json.load(f)
 
 
-def finalize(plan: Plan, detector_name: str) -> records.Manifest:
+def finalize(plan: Plan) -> records.Manifest:
   """Writes the manifest from the shard summaries (all shards must be finished)."""
   if missing := plan.pending():
     raise RuntimeError(f'{plan.output}: shards {missing} are not finished; run again')
@@ -135,8 +136,9 @@ def finalize(plan: Plan, detector_name: str) -> records.Manifest:
     names.update({int(i): n for i, n in s['label_names'].items()})
   label_map = [names.get(i, '') for i in range(max(names, default=-1) + 1)]
   counts = {key: sum(s['counts'][key] for s in done) for key in done[0]['counts']}
+  detector = next((s['detector'] for s in done if s.get('detector')), plan.config.detector)
   manifest = records.Manifest(
-      label_map=label_map, fps=plan.config.fps, detector=detector_name, counts=counts,
+      label_map=label_map, fps=plan.config.fps, detector=detector, counts=counts,
       shards=[s['shard'] for s in done if s['shard']],
       skipped=[x for s in done for x in s['skipped']],
       extra={'prep': plan.config.as_dict()})
@@ -206,16 +208,7 @@ def run_local(plan: Plan, workers: int = 1, max_shards: int = 0,
       pool.terminate()
   if plan.pending():
     return None
-  return finalize(plan, detector_name(plan.config))
-
-
-def detector_name(cfg: prepare.PrepConfig) -> str:
-  """What the manifest records as the annotating detector."""
-  if cfg.detector == 'haar':
-    return 'haar:' + ','.join(cfg.haar_cascades)
-  if cfg.detector == 'saved_model':
-    return f'saved_model:{cfg.detector_path}'
-  return cfg.detector
+  return finalize(plan)
 
 
 def speed(plan: Plan, wall_seconds: float) -> dict:
