@@ -1,6 +1,8 @@
-"""End to end: the README's main command (`main.py`, configs/vivi_obj.py:tiny, shortened)
-writes checkpoints, events and the probe report, and resumes after being killed (slow: run
-by CI, deselect with -m "not slow")."""
+"""End to end: the README's main command (`main.py`, configs/vivi_obj.py:tiny, shortened),
+as a 2-process job (launch/local.py: each process reads its own shards) and as one process,
+writes checkpoints, events and the probe report, saves on SIGTERM on every host at the same
+step, and resumes after being pre-empted or killed (slow: run by CI, deselect with
+-m "not slow")."""
 
 import glob
 import os
@@ -16,14 +18,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 
 
-def _command(workdir, cache, steps):
-  return [sys.executable, os.path.join(ROOT, 'main.py'), '--config',
+def _command(workdir, cache, steps, processes=1):
+  launch = [sys.executable]
+  if processes > 1:
+    launch += [os.path.join(ROOT, 'launch/local.py'), f'--processes={processes}',
+               '--devices_per_process=1', '--']
+  return launch + [os.path.join(ROOT, 'main.py'), '--config',
           os.path.join(ROOT, 'configs/vivi_obj.py') + ':tiny', '--workdir', workdir,
           f'--config.num_train_steps={steps}', '--config.checkpoint_every_steps=3',
           '--config.log_every_steps=3', '--config.probe.every_steps=1000',
           '--config.probe.num_train=100', '--config.probe.num_test=50',
           '--config.probe.tasks=("class",)', '--config.probe.nn_videos=4',
-          '--config.data.synthetic.num_videos=32',
+          # 130 videos: 3 shards of at most 64, enough for 2 processes' own shards.
+          '--config.data.synthetic.num_videos=130',
           '--config.data.synthetic.image_size=32', '--config.data.shuffle_buffer=16',
           '--config.input.image_size=32', '--config.probe.image_size=32',
           f'--config.data.cache_dir={cache}']
@@ -44,28 +51,34 @@ def _wait_for_checkpoint_after(workdir, step, proc):
 
 def test_main_survives_sigterm_and_kill_then_resumes_and_reports(tmp_path):
   """Three runs of the README's main command in one workdir:
-  1. SIGTERM (pre-emption) after its first checkpoint: it saves at the next step boundary
-     and exits with status 0;
-  2. the same command resumes from that step; kill -9 after its next checkpoint;
+  1. as 2 processes (launch/local.py), SIGTERM (pre-emption, passed on to both) after the
+     first checkpoint: both save the same step at the next step boundary, write their own
+     input states and exit with status 0;
+  2. the same command in one process resumes from that step (its input starts afresh: the
+     shards split differently); kill -9 after its next checkpoint;
   3. the same command resumes from that checkpoint, finishes, and prints the probe table.
   """
   workdir, cache = str(tmp_path / 'work'), str(tmp_path / 'cache')
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  def start(name):  # The log goes to a file: a pipe nobody reads would fill and block.
+  def start(name, processes=1):  # The log goes to a file: a pipe nobody reads would block.
     log = open(tmp_path / name, 'w')
-    return subprocess.Popen(_command(workdir, cache, 300), env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=log), tmp_path / name
+    return subprocess.Popen(_command(workdir, cache, 300, processes), env=env, cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT), tmp_path / name
 
-  proc, log_file = start('run1.log')
+  proc, log_file = start('run1.log', processes=2)
   first = _wait_for_checkpoint_after(workdir, 0, proc)
   proc.send_signal(signal.SIGTERM)
   proc.wait(timeout=300)
   log = log_file.read_text()
   assert proc.returncode == 0, log[-3000:]
-  saved = re.search(r'Pre-empted \(SIGTERM\): saved the checkpoint at step (\d+)', log)
-  assert first and saved, log[-3000:]
-  preempted_at = int(saved.group(1))
+  saved = re.findall(r'\[(\d)\] .*Pre-empted \(SIGTERM\): saved the checkpoint at step (\d+)',
+                     log)
+  assert first and sorted(p for p, _ in saved) == ['0', '1'], log[-3000:]
+  assert len({step for _, step in saved}) == 1, saved  # The same step on both processes.
+  preempted_at = int(saved[0][1])
   assert first[-1] <= preempted_at < 300 and _steps(workdir)[-1] == preempted_at
+  assert sorted(os.listdir(f'{workdir}/input_state/{preempted_at}')) == [
+      'process_0_of_2', 'process_1_of_2']
 
   proc, log_file = start('run2.log')
   later = _wait_for_checkpoint_after(workdir, preempted_at, proc)
@@ -73,6 +86,7 @@ def test_main_survives_sigterm_and_kill_then_resumes_and_reports(tmp_path):
   proc.wait(timeout=60)
   log = log_file.read_text()
   assert f'Resumed from the checkpoint at step {preempted_at}' in log, log[-3000:]
+  assert 'No input state saved with step' in log  # Written by 2 processes, read by 1.
   killed_at = later[-1]
   assert preempted_at < killed_at < 300, later
 

@@ -90,3 +90,19 @@ def test_a_save_killed_midway_never_restores(tmp_path):
   assert step == 1
   assert float(np.asarray(state['params']['w']).min()) == 1.0 == float(
       np.asarray(state['params']['w']).max())
+
+
+def test_sigterm_is_noted_for_the_next_step_boundary():
+  """One process: SIGTERM does not interrupt the step; `reached` reports it afterwards, and
+  `close` gives the signal back to the handler it had."""
+  import os
+  import signal
+  before = signal.getsignal(signal.SIGTERM)
+  preemption = loop.Preemption()
+  try:
+    assert not preemption.reached(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert preemption.reached(2)
+  finally:
+    preemption.close()
+  assert signal.getsignal(signal.SIGTERM) is before

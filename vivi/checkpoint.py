@@ -46,9 +46,15 @@ def save(mngr: ocp.CheckpointManager, state: Any, config: ml_collections.ConfigD
 INPUT_DIR = 'input_state'
 
 
+def _process_dir() -> str:
+  # The process count is part of the name: a host's iterator state describes its own slice
+  # of the shards (pipeline.host_shards), which another layout splits differently.
+  return f'process_{jax.process_index()}_of_{jax.process_count()}'
+
+
 def _input_path(workdir: str, step: int) -> str:
-  return os.path.join(os.path.abspath(workdir), INPUT_DIR, str(step),
-                      f'process_{jax.process_index()}', 'iterators')
+  return os.path.join(os.path.abspath(workdir), INPUT_DIR, str(step), _process_dir(),
+                      'iterators')
 
 
 def save_input(mngr: ocp.CheckpointManager, workdir: str, step: int,
@@ -62,7 +68,9 @@ def save_input(mngr: ocp.CheckpointManager, workdir: str, step: int,
   keep = set(mngr.all_steps()) | {step}
   for name in os.listdir(root):
     if name.isdigit() and int(name) not in keep:
-      tf.io.gfile.rmtree(os.path.join(root, name, f'process_{jax.process_index()}'))
+      mine = os.path.join(root, name, _process_dir())
+      if tf.io.gfile.exists(mine):
+        tf.io.gfile.rmtree(mine)
 
 
 def restore_input(workdir: str, step: int, pipelines: dict[str, Any]) -> bool:

@@ -114,9 +114,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   images = make_labelled_input(config, mesh)
   pipelines = {'videos': host_input, 'images': images}
   if restored and not checkpoint.restore_input(workdir, restored, pipelines):
-    logging.warning('No input state saved with step %d for this process: the input starts '
-                    'afresh, so this run will not read what an uninterrupted one would.',
-                    restored)
+    logging.warning('No input state saved with step %d for process %d of %d (the checkpoint '
+                    'was written by another process layout, or before input states were '
+                    'saved): the input starts afresh, so this run will not read what an '
+                    'uninterrupted one would.', restored, jax.process_index(),
+                    jax.process_count())
 
   def save(state, step):
     checkpoint.save(mngr, state, config)
@@ -138,7 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step % config.log_every_steps == 0 or step == config.num_train_steps:
       means = guard.summarise(jax.device_get(pending), step)
       pending = []
-      means['input/videos_skipped'] = host_input.videos_skipped
+      means['input/videos_skipped'] = sum_over_processes(host_input.videos_skipped)
       writer.write_scalars(step, means)
     if preemption.reached(step):
       preemption.close()
@@ -178,6 +180,13 @@ class _OnlyWarningsFromLibraries(py_logging.Filter):
 def quiet_library_logs() -> None:
   """Drops the libraries' INFO lines from absl's log (warnings and errors stay)."""
   logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
+
+
+def sum_over_processes(count: int) -> int:
+  """A per-process count summed over all processes (a collective: all of them call it)."""
+  if jax.process_count() == 1:
+    return count
+  return int(np.sum(multihost_utils.process_allgather(np.int64(count))))
 
 
 class Preemption:

@@ -304,8 +304,10 @@ def finetune(encoder: nn.Module, variables: dict, images, labels, num_classes: i
 def _compiled_predict(model: Classifier, mesh):
   def predict(variables, images):
     return jnp.argmax(model.apply(variables, images, train=False), -1).astype(jnp.int32)
+  # Predictions gathered whole on every device: every process reads them (jit_encoder).
   return jax.jit(predict, in_shardings=(parallel.replicated(mesh),
-                                        parallel.batch_sharded(mesh)))
+                                        parallel.batch_sharded(mesh)),
+                 out_shardings=parallel.replicated(mesh))
 
 
 def predict(encoder: nn.Module, variables: dict, images, mesh=None,

@@ -20,8 +20,11 @@ from vivi import parallel
 
 
 def jit_encoder(encode: Callable, mesh) -> Callable:
-  """Compiles `encode(variables, inputs) -> [B, ...]` with inputs sharded over the mesh."""
-  return jax.jit(encode, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
+  """Compiles `encode(variables, inputs) -> [B, ...]` with inputs sharded over the mesh and
+  outputs gathered whole on every device, so that every process can read them (with
+  several processes a batch-sharded output spans devices a process cannot address)."""
+  return jax.jit(encode, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                 out_shardings=parallel.replicated(mesh))
 
 
 def extract_features(fn: Callable, variables, inputs, mesh, batch_size: int = 256) -> np.ndarray:
