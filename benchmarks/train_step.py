@@ -9,7 +9,7 @@ median images/s, each measured in one run with the sides alternating (common.alt
   linear 1000-way classifier with softmax cross-entropy on random labels, fp32, uint8
   images scaled to [-1, 1] inside the step): ours (`vivi.models.resnet_v2.ResNetV2`, one
   jitted step on one device), plain Flax (`nn.Conv` everywhere, common.PlainResNetV2) and
-  the PyTorch peer (eager, channels-last);
+  the PyTorch peer (eager, channels-last, torch_resnet.py);
 * inference (pooled 'pre_logits' features, BatchNorm in inference mode): ours and PyTorch
   (under torch.inference_mode);
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 
 import common
+import torch_resnet
 
 
 def main():
@@ -35,7 +36,7 @@ def main():
   args = parser.parse_args()
 
   print(common.machine())
-  counts = common.param_counts(args.depth)
+  counts = torch_resnet.param_counts(args.depth)
   print(f'ResNet-{args.depth} v2 encoder parameters: ' +
         ', '.join(f'{k} {v:,}' for k, v in counts.items()) +
         f' (+ {2048 * common.NUM_CLASSES + common.NUM_CLASSES:,} in the classifier)')
@@ -47,12 +48,12 @@ def main():
       'ours': common.flax_train_step(common.ours(args.depth), images, labels)[0],
       'plain Flax': common.flax_train_step(common.PlainResNetV2(args.depth), images,
                                            labels)[0],
-      'PyTorch': common.torch_train_step(args.depth, images, labels),
+      'PyTorch': torch_resnet.torch_train_step(args.depth, images, labels),
   }
   train_times = common.alternate(train, args.iters, args.warmup)
   infer = {
       'ours': common.flax_features(common.ours(args.depth), images)[0],
-      'PyTorch': common.torch_features(args.depth, images),
+      'PyTorch': torch_resnet.torch_features(args.depth, images),
   }
   infer_times = common.alternate(infer, args.iters, args.warmup)
 
