@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import tempfile
 
 # Tests run on the CPU with however many devices the test asks for in a subprocess; keep TF
 # quiet and off any accelerator.
@@ -9,8 +11,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# One JAX persistent compilation cache for the whole test session, fresh each session: the
+# end-to-end tests start the same programs in several processes (a run, its restart after a
+# pre-emption, ...), and a cache hit costs seconds where compiling costs tens. The pytest
+# process creates it before pytest-xdist starts its workers, which inherit the variable.
+_CACHE_OWNER = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+if _CACHE_OWNER:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='vivi-tests-jax-cache-')
+
+
+def pytest_unconfigure(config):
+  if _CACHE_OWNER:
+    shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+
 
 def pytest_collection_modifyitems(config, items):
-  # Slow end-to-end tests first: pytest-xdist hands them out at the start, and the many fast
-  # tests then fill the other worker, instead of two long tests ending the run on one.
+  # Slow end-to-end tests first, with `--dist worksteal` (README's test command): both
+  # workers start on them, and a worker that runs out steals queued tests from the other, so
+  # the run does not end with one worker still working through long tests.
   items.sort(key=lambda item: item.get_closest_marker('slow') is None)
