@@ -81,6 +81,7 @@ def _run(tmp_path, devices, module='vivi', variant='tiny', fsdp=False):
   return out
 
 
+@pytest.mark.slow
 def test_one_device_and_eight_devices_give_the_same_step(tmp_path):
   """VIVI (exemplar, shot InfoNCE, shot order): one step on 8 forced CPU devices equals the
   step on 1 device, so BatchNorm statistics and the triplet / InfoNCE comparisons are over
