@@ -7,8 +7,9 @@ r"""Evaluates a trained encoder on a suite of evaluations chosen by config.
 
 The encoder comes from a training workdir's orbax checkpoint (latest, or --step) or from a
 folder written by --export (vivi/checkpoint.py: the encoder alone, for downstream use).
-Writes <workdir or encoder>/eval/step_<N>/{results.md, *.json, *.png} and TensorBoard
-events, and prints the Markdown table.
+Writes <output>/step_<N>/{results.md, *.json, *.png} and TensorBoard events, where
+<output> is --output or <workdir or encoder>/eval, and prints the Markdown table. Each
+evaluator's results are written as it finishes.
 """
 
 import os
@@ -16,23 +17,48 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from vivi import checkpoint, loop, parallel
+from vivi import checkpoint, cli, errors, loop, parallel
 from vivi.evaluate import suite
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir (its checkpoints/).')
 ENCODER = flags.DEFINE_string('encoder', None, 'Or: a folder written by --export.')
 STEP = flags.DEFINE_integer('step', None, 'Checkpoint step of --workdir (default: latest).')
 EXPORT = flags.DEFINE_string('export', None, 'Write the encoder alone to this folder.')
+OUTPUT = flags.DEFINE_string('output', None, 'Where results go (default: <workdir or '
+                             'encoder>/eval), e.g. for a read-only workdir.')
 CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/evaluate.py[:variant]')
+
+
+def _writable(path: str, flag: str) -> str:
+  """`path` as a folder this process can write (created if missing)."""
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise errors.PathError(f'{flag}: cannot create {path} ({e.strerror}); give --output') from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise errors.PathError(f'{flag}: {path} is not writable; give --output=<a writable folder>')
+  return path
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  parallel.initialize()
-  loop.quiet_library_logs()
   if bool(WORKDIR.value) == bool(ENCODER.value):
     raise app.UsageError('give exactly one of --workdir and --encoder')
+  source = WORKDIR.value or ENCODER.value
+  if not os.path.isdir(source):
+    raise errors.PathError(f'--{"workdir" if WORKDIR.value else "encoder"}={source}: no such '
+                           'folder')
+  if WORKDIR.value and not os.path.isdir(os.path.join(source, 'checkpoints')):
+    raise errors.PathError(f'--workdir={source} has no checkpoints/: not a training workdir')
+  if CONFIG.value is None and not EXPORT.value:
+    raise app.UsageError('nothing to do: give --config (and/or --export)')
+  root = None
+  if CONFIG.value is not None:
+    root = _writable(OUTPUT.value or os.path.join(source, 'eval'),
+                     '--output' if OUTPUT.value else f'{source}/eval')
+  parallel.initialize()
+  loop.quiet_library_logs()
   mesh = parallel.make_mesh()
   if WORKDIR.value:
     encoder = checkpoint.restore_encoder(WORKDIR.value, STEP.value, mesh)
@@ -42,16 +68,13 @@ def main(argv):
     print(f'encoder of step {encoder.info["step"]} exported to '
           f'{checkpoint.export_encoder(encoder, EXPORT.value)}')
   if CONFIG.value is None:
-    if not EXPORT.value:
-      raise app.UsageError('nothing to do: give --config (and/or --export)')
     return
   config = CONFIG.value
   config.workdir = WORKDIR.value or ''
-  root = os.path.join(WORKDIR.value or ENCODER.value, 'eval')
   suite.run(encoder, config, mesh, root)
   with open(os.path.join(root, f'step_{encoder.info["step"]}', 'results.md')) as f:
     print(f.read())
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

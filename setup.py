@@ -25,6 +25,9 @@ INSTALL_REQUIRES = [
     'av>=18.1,<19',
     'opencv-python-headless>=4.14,<5',
     'tqdm>=4.70,<5',
+    # Evaluation (evaluate.py): the pictures (matplotlib) and their t-SNE (scikit-learn).
+    'matplotlib>=3.11.2,<3.12',
+    'scikit-learn>=1.9.1,<1.10',
 ]
 
 # Apache Beam for data preparation at cluster scale (vivi/prep/beam_pipeline.py); this

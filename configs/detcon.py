@@ -6,15 +6,19 @@ Paper run (ImageNet in the paper; here one frame per video of the user's records
   python main.py --config=configs/detcon.py --workdir=/tmp/detcon \
       --config.data.dataset=/path/to/records
 
-  Values of the DetCon paper as the slides summarise them: FH masks computed once per
-  image, 16 masks sampled per image, masked average pooling of the final ResNet-50
-  feature map, one positive pair per mask across two views and the other masks of the
-  batch as negatives, temperature 0.1, DetCon_B's projector, predictor and EMA target.
-  Taken from BYOL (which DetCon_B follows for its architecture and optimisation):
-  projector and predictor 4096 -> 256 with BatchNorm; BYOL's asymmetric augmentations;
-  LARS, batch 4096, learning rate 0.2 x 4096/256 = 3.2, cosine decay with a 10-epoch
-  warm-up, weight decay 1.5e-6, target momentum 0.996 rising to 1; 1000 ImageNet epochs
-  (312,500 steps). FH parameters (vivi/input/segments.py) are our choice.
+  The slides give the method (FH masks, masked pooling, one contrastive pair per mask
+  across views) but no hyper-parameters. These come from the DetCon paper (Hénaff et al.,
+  ICCV 2021, section 3 and appendix) and its released code (github.com/deepmind/detcon):
+  FH masks computed once per image (skimage felzenszwalb, scale 1000, min_size 1000 on
+  ImageNet images: generate_fh_masks_for_imagenet.py), 16 masks sampled per image
+  (detcon_b.py, sample_masks n_random_vectors=16), masked average pooling of the final
+  ResNet-50 feature map, the other masks of the batch as negatives, temperature 0.1
+  (detcon_b_config.py, nce_loss_temperature), projector and predictor 4096 -> 256 with
+  BatchNorm, EMA target with base momentum 0.996 rising to 1, LARS with base learning rate
+  0.2 scaled by batch / 256 (3.2 at batch 4096), weight decay 1.5e-6, a warm-up of 1% of
+  the epochs, cosine decay; BYOL's asymmetric augmentations. 1000 ImageNet epochs
+  (312,500 steps at batch 4096). Our FH sigma (0.8, skimage's default) is our choice
+  (vivi/input/segments.py).
 
 Smoke run on the synthetic world:
 

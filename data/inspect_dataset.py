@@ -2,20 +2,31 @@
 
   python data/inspect_dataset.py --dataset /tmp/synth --contact_sheet /tmp/synth.png
 
-The report comes from the manifest plus one full pass over the shards; the contact sheet
-shows frames with timestamps, shot ids, shot boundaries and the boxes training keeps
-(see `vivi/prep/inspect_dataset.py`).
+The report comes from the manifest plus one full pass over the shards, and says how many
+videos the sampler of each training config can use (default: every method's paper and tiny
+configs; `--config configs/vivi.py:tiny` for one); the contact sheet shows frames with
+timestamps, shot ids, shot boundaries and the boxes training keeps (see
+`vivi/prep/inspect_dataset.py`).
 """
 
 import argparse
 import os
 import sys
 
-try:
-  from vivi.prep import inspect_dataset
-except ImportError:  # Run as a script from a checkout: make the repository importable.
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from vivi.prep import inspect_dataset
+# The repository root: `configs/` is imported from it (and `vivi` when not installed).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vivi.prep import inspect_dataset  # noqa: E402
+
+DEFAULT_CONFIGS = ('vivi.py', 'vivi.py:tiny', 'vivi_obj.py', 'vince.py', 'vito.py',
+                   'detcon.py')
+
+
+def load_config(spec: str):
+  """`configs/X.py[:variant]` (or `X.py[:variant]`) -> the config."""
+  import importlib
+  path, _, variant = spec.partition(':')
+  module = importlib.import_module('configs.' + os.path.splitext(os.path.basename(path))[0])
+  return module.get_config(variant)
 
 
 def main(argv=None) -> None:
@@ -29,8 +40,14 @@ def main(argv=None) -> None:
                       help='draw boxes with at least this score')
   parser.add_argument('--spread', action='store_true',
                       help='pick videos evenly spaced over the dataset, not the first ones')
+  parser.add_argument('--config', action='append',
+                      help='a training config (configs/X.py[:variant]) whose sampler to '
+                           'check; repeatable (default: the methods\' configs)')
   args = parser.parse_args(argv)
   print(inspect_dataset.format_statistics(inspect_dataset.statistics(args.dataset)), end='')
+  specs = args.config or [f'configs/{c}' for c in DEFAULT_CONFIGS]
+  usable = inspect_dataset.usable_videos(args.dataset, {s: load_config(s) for s in specs})
+  print(inspect_dataset.format_usable(usable), end='')
   if args.contact_sheet:
     path = inspect_dataset.contact_sheet(
         args.dataset, args.contact_sheet, num_videos=args.num_videos,

@@ -73,3 +73,19 @@ def test_paper_step_shapes(name, frames):
   assert shapes(new_state) == shapes(state)
   assert metrics[f'{name}/loss'].shape == ()
   assert jax.tree.structure(state.target['params']) == jax.tree.structure(state.params)
+
+
+def test_piecewise_boundaries_are_the_absolute_steps_the_config_names():
+  """The decay steps are where the config says, with or without a warm-up (the warm-up used
+  to shift them: 300/400 became 320/420)."""
+  config = _config('vivi', 'tiny')
+  config.schedule.update(name='piecewise', warmup_steps=20, boundaries=(300, 400),
+                         base_learning_rate=0.1, decay_factor=0.1)
+  lr = train.learning_rate_schedule(config)
+  values = {step: float(lr(step)) for step in (0, 10, 20, 299, 300, 399, 400, 449)}
+  expected = {0: 0.0, 10: 0.05, 20: 0.1, 299: 0.1, 300: 0.01, 399: 0.01, 400: 0.001,
+              449: 0.001}
+  assert values == pytest.approx(expected, rel=1e-6), values
+  config.schedule.warmup_steps = 0
+  lr = train.learning_rate_schedule(config)
+  assert [float(lr(k)) for k in (0, 299, 300, 400)] == pytest.approx([0.1, 0.1, 0.01, 0.001])

@@ -164,6 +164,43 @@ def test_detcon_loss_matches_reference_with_invalid_masks():
   np.testing.assert_allclose(got2, got, rtol=1e-6)
 
 
+def test_detcon_head_batchnorm_statistics_ignore_padding_masks():
+  """Padding slots (masks an image does not have) take no part in the projector's and
+  predictor's BatchNorm statistics: the valid masks' projections and the updated running
+  statistics are the same whatever the padding holds, and equal those of a batch that has
+  only the valid masks."""
+  rng = np.random.default_rng(12)
+  head = detcon.Head(projector_hidden=16, projection_dim=8)
+  fmap = rng.normal(size=(3, 2, 4, 4, 6)).astype(np.float32)
+  segments = rng.integers(0, 4, (3, 2, 8, 8)).astype(np.int32)
+  valid = np.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]], bool)
+  segments = np.where(valid[np.arange(3)[:, None, None, None], segments], segments, -1)
+  batch = {'segments': jnp.asarray(segments), 'mask_valid': jnp.asarray(valid)}
+  features = {'block4': jnp.asarray(fmap)}
+  variables = head.init(jax.random.key(0), features, batch, False)
+
+  def run(b):
+    out, mutated = head.apply(variables, features, b, True, mutable=['batch_stats'])
+    return np.asarray(out['projections']), mutated['batch_stats']
+
+  base, stats = run(batch)
+  # Garbage in the padding slots' segments would give them non-zero pooled vectors.
+  other, other_stats = run(dict(batch, segments=jnp.asarray(np.where(segments < 0, 3,
+                                                                     segments))))
+  keep = np.broadcast_to(valid[:, None, :], base.shape[:-1])
+  np.testing.assert_allclose(other[keep], base[keep], rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               stats, other_stats)
+  # The same statistics as BatchNorm over the valid masks' rows alone.
+  params = variables['params']['projector']
+  pooled = heads.masked_pool(jnp.asarray(fmap), heads.mask_weights(
+      jnp.asarray(segments), 4, (4, 4)))
+  hidden = np.asarray(pooled @ params['hidden']['kernel'] + params['hidden']['bias'])[keep]
+  init = variables['batch_stats']['projector']['norm']
+  np.testing.assert_allclose(stats['projector']['norm']['mean'],
+                             0.99 * init['mean'] + 0.01 * hidden.mean(0), rtol=1e-5, atol=1e-6)
+
+
 def test_detcon_gradient_and_direction():
   rng = np.random.default_rng(11)
   online, target = _rand(rng, 3, 2, 4, 8), _rand(rng, 3, 2, 4, 8)

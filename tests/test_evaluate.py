@@ -66,7 +66,7 @@ def test_evaluate_command_writes_the_table_json_and_pictures(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   small = dict(num_videos=3, frames_per_video=4)
   evaluators = {
-      'linear_probe': {'datasets': ['synthetic/class'], 'features': ['pre_logits', 'block4']},
+      'linear_probe': {'datasets': ['synthetic/class'], 'features': ['pre_logits', 'block3']},
       'knn': {'datasets': ['synthetic/class'], 'features': ['pre_logits'], 'k': 5,
               'temperature': 0.07},
       'vtab': {'tasks': ['synthetic/class'], 'step_scale': 0.001, 'num_runs': 1,
@@ -90,3 +90,57 @@ def test_evaluate_command_writes_the_table_json_and_pictures(tmp_path):
   for png in ('training_curves', 'tsne', 'neighbours', 'attention'):
     assert os.path.getsize(os.path.join(results, f'{png}.png')) > 10_000, png
   assert os.path.exists(tmp_path / 'encoder' / 'encoder.json')
+
+
+def test_each_evaluator_is_written_as_it_finishes_and_a_crash_loses_nothing(tmp_path,
+                                                                              monkeypatch):
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  from vivi import checkpoint, parallel
+  from vivi.evaluate import suite
+  from vivi.models import resnet_v2
+  module = resnet_v2.ResNetV2(depth=14, width=0.25)
+  variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  encoder = checkpoint.Encoder(module, dict(variables), {'step': 5, 'source': 'test'})
+  written = []
+
+  def first(ctx, cfg):
+    return {'x': 1.0}, {}
+
+  def crash(ctx, cfg):
+    written.append(open(os.path.join(ctx.out_dir, 'results.md')).read())
+    raise ZeroDivisionError('a bug')
+
+  def last(ctx, cfg):
+    return {'y': 2.0}, {}
+
+  # (A ConfigDict iterates over its keys in sorted order.)
+  monkeypatch.setattr(suite, 'EVALUATORS', {'a_first': first, 'b_crash': crash, 'c_last': last})
+  config = ml_collections.ConfigDict({'evaluators': {'a_first': {}, 'b_crash': {},
+                                                     'c_last': {}}})
+  with pytest.raises(RuntimeError, match=r"evaluators \['b_crash'\] failed"):
+    suite.run(encoder, config, parallel.make_mesh(), str(tmp_path))
+  assert '| a_first | x | 1.0000 |' in written[0]  # Written before the next one started.
+  table = open(tmp_path / 'step_5' / 'results.md').read()
+  assert '| a_first | x | 1.0000 |' in table and '| c_last | y | 2.0000 |' in table
+  assert '| b_crash | FAILED | ZeroDivisionError: a bug |' in table
+  assert sorted(os.listdir(tmp_path / 'step_5')) == ['a_first.json', 'c_last.json',
+                                                     'results.md']
+
+
+def test_evaluate_refuses_a_missing_workdir_and_an_unwritable_output(tmp_path):
+  run = lambda *args: subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'evaluate.py'),
+       '--config=' + os.path.join(ROOT, 'configs/evaluate.py') + ':quick', *args],
+      cwd=ROOT, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  missing = tmp_path / 'missing'
+  out = run(f'--workdir={missing}')
+  assert out.returncode == 2 and 'Traceback' not in out.stderr, out.stderr[-2000:]
+  assert out.stderr.strip().endswith(f'error: --workdir={missing}: no such folder')
+  assert not missing.exists()
+  (tmp_path / 'work' / 'checkpoints').mkdir(parents=True)
+  (tmp_path / 'a_file').write_text('x')
+  out = run(f'--workdir={tmp_path / "work"}', f'--output={tmp_path / "a_file" / "eval"}')
+  assert out.returncode == 2 and 'cannot create' in out.stderr.splitlines()[-1], out.stderr

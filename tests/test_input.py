@@ -98,8 +98,21 @@ def test_a_dataset_without_usable_videos_stops_with_a_clear_error(tmp_path):
   files = _write(tmp_path, [[_video('short', [2, 2, 2])]])
   sampler = vivi_sampler.ViviSampler(num_shots=3, frames_per_shot=4, augment=NO_AUGMENT)
   with pytest.raises(ValueError, match=r'^5 videos in a row were skipped: no video in .*'
-                                       r'has what the sampler needs \(ViviSampler'):
+                                       r'has what the ViviSampler needs: K=3 shots of at least '
+                                       r'L=4 stored frames each \(at 1 fps: 3 shots of 4 s or '
+                                       r'longer\); to use more videos, lower input.num_shots'):
     _batches(files, sampler, repeat=True, max_consecutive_skips=5)
+  assert pipeline.count_usable(files, sampler) == (0, 1)
+
+
+def test_usable_videos_are_counted_with_the_samplers_own_rule(tmp_path):
+  good = [_video(f'g{i}', [4, 4, 4]) for i in range(3)]
+  bad = [_video('short_shots', [3, 3, 3, 3]), _video('two_shots', [9, 9])]
+  files = _write(tmp_path, [bad[:1] + good[:2], bad[1:] + good[2:]])
+  sampler = vivi_sampler.ViviSampler(num_shots=3, frames_per_shot=4, augment=NO_AUGMENT)
+  assert pipeline.count_usable(files, sampler) == (3, 5)
+  relaxed = vivi_sampler.ViviSampler(num_shots=2, frames_per_shot=4, augment=NO_AUGMENT)
+  assert pipeline.count_usable(files, relaxed) == (4, 5)
 
 
 def test_pipeline_is_deterministic_for_a_seed(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import runpy
 import shutil
 
@@ -126,4 +127,26 @@ def test_command_line(dataset, tmp_path, capsys):
   out = str(tmp_path / 'cli.png')
   cli['main'](['--dataset', dataset, '--contact_sheet', out, '--num_videos', '2',
                '--max_frames', '4'])
-  assert '- videos: 5\n' in capsys.readouterr().out and os.path.exists(out)
+  report = capsys.readouterr().out
+  assert '- videos: 5\n' in report and os.path.exists(out)
+  # How many videos each method's sampler can use, with what it needs.
+  assert '## Videos each training config can use' in report
+  for name in ('configs/vivi.py', 'configs/vivi.py:tiny', 'configs/vince.py',
+               'configs/detcon.py'):
+    assert f'- {name} (' in report, report
+  assert '- configs/detcon.py (detcon sampler): 5 of 5; needs at least one stored frame' in report
+  assert re.search(r'- configs/vivi.py \(vivi sampler\): 0 of 5; needs K=4 shots of at least '
+                   r'L=8 stored frames each \(at 1 fps: 4 shots of 8 s or longer\)', report)
+
+
+def test_usable_videos_per_config(tmp_path):
+  folder = str(tmp_path / 'handmade')
+  _handmade(folder)   # Two videos at 2 fps: 1 frame; 3 frames in 2 shots (0.5 s + 1 s).
+  cli = runpy.run_path(os.path.join(REPO, 'data', 'inspect_dataset.py'), run_name='cli')
+  configs = {s: cli['load_config'](s) for s in ('configs/vivi.py:tiny', 'detcon.py')}
+  configs['one shot of 1 frame'] = cli['load_config']('configs/vivi.py:tiny')
+  configs['one shot of 1 frame'].input.update(num_shots=1, frames_per_shot=1)
+  usable = inspect_dataset.usable_videos(folder, configs)
+  assert [(u['usable'], u['videos']) for u in usable.values()] == [(0, 2), (2, 2), (2, 2)]
+  assert usable['configs/vivi.py:tiny']['needs'].startswith(
+      'K=4 shots of at least L=4 stored frames each (at 2 fps: 4 shots of 2 s or longer)')

@@ -77,6 +77,7 @@ def test_main_survives_sigterm_and_kill_then_resumes_and_reports(tmp_path):
   assert len({step for _, step in saved}) == 1, saved  # The same step on both processes.
   preempted_at = int(saved[0][1])
   assert first[-1] <= preempted_at < 300 and _steps(workdir)[-1] == preempted_at
+  assert 'Probing the encoder at initialisation' in log
   assert sorted(os.listdir(f'{workdir}/input_state/{preempted_at}')) == [
       'process_0_of_2', 'process_1_of_2']
 
@@ -87,6 +88,7 @@ def test_main_survives_sigterm_and_kill_then_resumes_and_reports(tmp_path):
   log = log_file.read_text()
   assert f'Resumed from the checkpoint at step {preempted_at}' in log, log[-3000:]
   assert 'No input state saved with step' in log  # Written by 2 processes, read by 1.
+  assert 'Probing the encoder at initialisation' not in log  # Kept from run 1.
   killed_at = later[-1]
   assert preempted_at < killed_at < 300, later
 
@@ -94,6 +96,7 @@ def test_main_survives_sigterm_and_kill_then_resumes_and_reports(tmp_path):
                        capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'Resumed from the checkpoint at step {killed_at}' in out.stderr
+  assert 'with a changed config: num_train_steps: 300 -> ' in out.stderr  # Resumable.
   assert _steps(workdir)[-1] == killed_at + 3
   assert glob.glob(f'{workdir}/events.out.tfevents.*')
   for row in ('class', 'object_nn'):

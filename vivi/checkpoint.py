@@ -10,6 +10,7 @@ restored.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import functools
 import json
 import os
@@ -18,9 +19,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
-from vivi import parallel
+from vivi import errors, parallel
 from vivi.models import resnet_v2, video_model
 
 
@@ -105,10 +108,95 @@ def restore_latest(mngr: ocp.CheckpointManager, state: Any) -> tuple[Any, int | 
 
 
 # ---------------------------------------------------------------------------------------
+# Resuming with a changed config. Every checkpoint holds the config that wrote it; a run
+# that resumes compares its own with the latest one's. Keys matching these patterns may
+# change (with a warning): they change neither the train state's structure nor the input
+# pipeline's state. Any other change (model, objectives and their heads, sampler, batch,
+# image size, dataset, seed, optimiser kind, ...) is refused before anything is built.
+
+RESUMABLE_CHANGES = (
+    'num_train_steps', 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
+    'max_nonfinite_steps', 'probe.*', 'schedule.*', 'optimizer.weight_decay',
+    'optimizer.momentum', 'optimizer.nesterov', 'objectives.*.weight',
+    'objectives.*.temperature', 'objectives.*.margin', 'target_network.*', 'model.fsdp',
+    'model.dtype', 'data.cache_dir', 'labelled.data_dir')
+
+
+def _as_json(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def _flat(d: Any, prefix: str = '') -> dict[str, Any]:
+  if not isinstance(d, dict):
+    return {prefix: d}
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f'{prefix}.{k}' if prefix else k))
+  return out
+
+
+def config_changes(saved: dict, config: ml_collections.ConfigDict
+                   ) -> dict[str, tuple[Any, Any]]:
+  """{dotted key: (value in the checkpoint, value now)} of every key that differs ('<absent>'
+  for a key only one side has)."""
+  old, new = _flat(saved), _flat(_as_json(config))
+  absent = '<absent>'
+  return {k: (old.get(k, absent), new.get(k, absent)) for k in sorted(set(old) | set(new))
+          if old.get(k, absent) != new.get(k, absent)}
+
+
+def latest_config(workdir: str) -> tuple[int, dict] | None:
+  """(step, config as saved) of the workdir's latest checkpoint, or None when it has none.
+  Creates nothing."""
+  root = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(root):
+    return None
+  with _training_manager(workdir) as mngr:
+    step = mngr.latest_step()
+    if step is None:
+      return None
+    saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+  return step, saved
+
+
+def check_resume_config(saved: dict, config: ml_collections.ConfigDict, step: int,
+                        workdir: str) -> None:
+  """Refuses (ConfigError) a resume whose config changes a key outside RESUMABLE_CHANGES,
+  naming every changed key; warns with the list when only resumable keys changed."""
+  changes = config_changes(saved, config)
+  if not changes:
+    return
+  show = lambda keys: '; '.join(f'{k}: {changes[k][0]!r} -> {changes[k][1]!r}' for k in keys)
+  refused = [k for k in changes if not any(fnmatch.fnmatchcase(k, p)
+                                           for p in RESUMABLE_CHANGES)]
+  if refused:
+    raise errors.ConfigError(
+        f'{workdir} holds a checkpoint at step {step} written with another config, and these '
+        f'keys change the train state or the input pipeline, so it cannot resume with them: '
+        f'{show(refused)}. Use a new --workdir, or set them back.')
+  logging.warning('Resuming step %d of %s with a changed config: %s', step, workdir,
+                  show(changes))
+
+
+def restore_checked(mngr: ocp.CheckpointManager, state: Any, step: int) -> Any:
+  """`restore_latest` that turns a checkpoint whose structure does not fit `state` into a
+  ConfigError (a config change `check_resume_config` could not see)."""
+  try:
+    restored, _ = restore_latest(mngr, state)
+  except (ValueError, KeyError, TypeError) as e:
+    raise errors.ConfigError(
+        f'the checkpoint at step {step} in {mngr.directory} does not fit the train state '
+        f'this config builds ({type(e).__name__}: {str(e)[:300]}...); start a new --workdir'
+    ) from None
+  return restored
+
+
+# ---------------------------------------------------------------------------------------
 # Downstream use: the encoder of any training checkpoint, restored on any mesh, and the
 # encoder alone as its own checkpoint (`export_encoder` / `load_encoder`).
 
 ENCODER_JSON = 'encoder.json'
+INPUT = 'uint8 RGB [N, S, S, 3]; the encoder scales it to [-1, 1]'
 
 
 @dataclasses.dataclass
@@ -120,8 +208,21 @@ class Encoder:
   info: dict
 
   def features(self, images) -> dict:
-    """Every block's features and 'pre_logits', BatchNorm in inference mode (compiled once
-    per input shape)."""
+    """Every block's features and 'pre_logits' of uint8 RGB images [N, S, S, 3] in [0, 255]
+    (`info['input']`), BatchNorm in inference mode (compiled once per input shape).
+
+    Other dtypes are refused rather than guessed: float images in [0, 1] would be read as
+    nearly black and give different features without any error.
+    """
+    dtype = np.dtype(getattr(images, 'dtype', np.asarray(images).dtype))
+    if dtype != np.uint8:
+      raise TypeError(
+          f'Encoder.features takes uint8 RGB images in [0, 255] (encoder.json: '
+          f'{self.info.get("input", INPUT)!r}); got {dtype}. Convert float images in [0, 1] '
+          f'with (x * 255).round().astype(np.uint8); the encoder scales to [-1, 1] itself.')
+    if np.ndim(images) != 4 or np.shape(images)[-1] != 3:
+      raise ValueError(f'Encoder.features takes images [N, S, S, 3]; got shape '
+                       f'{np.shape(images)}')
     return _apply(self.module, self.variables, images)
 
 
@@ -171,8 +272,8 @@ def restore_encoder(workdir: str, step: int | None = None, mesh=None) -> Encoder
   if state.get('batch_stats'):
     variables['batch_stats'] = state['batch_stats']['encoder']
   info = {'model': config.model.to_dict(), 'source': os.path.abspath(workdir), 'step': step,
-          'objectives': sorted(config.objectives),
-          'input': 'uint8 RGB [N, S, S, 3]; the encoder scales it to [-1, 1]'}
+          'objectives': sorted(config.objectives), 'input': INPUT,
+          'input_dtype': 'uint8', 'input_range': [0, 255]}
   return Encoder(_encoder_module(info['model']), variables, info)
 
 

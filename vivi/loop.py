@@ -7,10 +7,14 @@ held-out tasks, for the encoder being trained and for the same encoder at initia
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging as py_logging
+import os
 import signal
 import threading
 import time
+from typing import Any
 
 import jax
 import ml_collections
@@ -20,9 +24,16 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from vivi import checkpoint, parallel, train
+from vivi import checkpoint, errors, parallel, train, validation
 from vivi.evaluate import synthetic_probe
 from vivi.input import datasets, labelled, pipeline, records, samplers
+
+
+# Datasets with at most this many videos are scanned once at the start for the videos the
+# sampler can use (a pass that decodes no image): a dataset with none stops at once, one
+# with some unusable videos says how many. Larger datasets are counted as they stream
+# (`input/videos_skipped`).
+USABLE_SCAN_MAX_VIDEOS = 5000
 
 
 def check_label_spaces(config: ml_collections.ConfigDict, manifest: records.Manifest,
@@ -31,41 +42,70 @@ def check_label_spaces(config: ml_collections.ConfigDict, manifest: records.Mani
   o = config.objectives
   if 'object_classification' in o and o.object_classification.num_classes < len(
       manifest.label_map):
-    raise ValueError(f'objectives.object_classification.num_classes='
-                     f'{o.object_classification.num_classes} but {folder} has '
-                     f'{len(manifest.label_map)} detector labels')
+    raise errors.ConfigError(
+        f'objectives.object_classification.num_classes='
+        f'{o.object_classification.num_classes} but {folder} has '
+        f'{len(manifest.label_map)} detector labels')
   if 'distillation' in o:
     if not config.input.soft_labels:
-      raise ValueError('objective distillation needs input.soft_labels=True')
+      raise errors.ConfigError('objective distillation needs input.soft_labels=True')
     if o.distillation.num_classes != len(manifest.soft_label_map):
-      raise ValueError(f'objectives.distillation.num_classes={o.distillation.num_classes} '
-                       f'but the soft labels of {folder} have '
-                       f'{len(manifest.soft_label_map)} classes')
+      raise errors.ConfigError(
+          f'objectives.distillation.num_classes={o.distillation.num_classes} but the soft '
+          f'labels of {folder} have {len(manifest.soft_label_map)} classes')
 
 
-def make_input(config: ml_collections.ConfigDict) -> pipeline.HostPipeline:
+@dataclasses.dataclass
+class VideoSource:
+  """The dataset a run trains on and the sampler that reads it."""
+  folder: str
+  manifest: records.Manifest
+  sampler: Any
+
+
+def video_source(config: ml_collections.ConfigDict) -> VideoSource:
+  """Resolves `config.data` (building the synthetic world on first use), checks the label
+  spaces and, for a small dataset, how many videos the sampler can use."""
   folder = datasets.resolve(config.data)
   manifest = records.Manifest.read(folder)
   check_label_spaces(config, manifest, folder)
   sampler = samplers.build(config, manifest, folder)
+  total = manifest.counts.get('videos', 0)
+  if total <= USABLE_SCAN_MAX_VIDEOS:
+    usable, total = pipeline.count_usable(manifest.shard_paths(folder), sampler)
+    needs = sampler.requirement(manifest.fps)
+    name = config.input.sampler
+    if not usable:
+      raise errors.DatasetError(f'none of the {total} videos in {folder} can be used by the '
+                                f'{name} sampler, which needs {needs}')
+    if usable < total:
+      logging.warning('%d of the %d videos in %s cannot be used by the %s sampler and are '
+                      'skipped; it needs %s', total - usable, total, folder, name, needs)
+    if usable < config.input.batch_videos:
+      logging.warning('only %d usable video(s) for batches of %d (input.batch_videos): every '
+                      'batch repeats them', usable, config.input.batch_videos)
+  return VideoSource(folder, manifest, sampler)
+
+
+def make_input(config: ml_collections.ConfigDict,
+               source: VideoSource | None = None) -> pipeline.HostPipeline:
+  source = source or video_source(config)
   return pipeline.make_pipeline(
-      manifest.shard_paths(folder), sampler,
+      source.manifest.shard_paths(source.folder), source.sampler,
       batch_size=config.input.batch_videos // jax.process_count(), seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       shuffle_buffer=config.data.shuffle_buffer,
       # Epochs are reshuffled and the shuffle buffer mixes across them, so unusable videos
       # can follow each other across an epoch boundary: only a run far longer than an epoch
       # means that none is usable.
-      max_consecutive_skips=2 * manifest.counts['videos'] + config.data.shuffle_buffer + 64)
+      max_consecutive_skips=(2 * source.manifest.counts['videos'] + config.data.shuffle_buffer
+                             + 64),
+      fps=source.manifest.fps)
 
 
 def make_labelled_input(config: ml_collections.ConfigDict, mesh):
   """The co-training stream of labelled images, or None (`config.labelled.dataset` = '')."""
   l = config.labelled
-  if bool(l.dataset) != ('supervised' in config.objectives):
-    raise ValueError('co-training needs both config.labelled.dataset and the objective '
-                     f'"supervised"; got dataset={l.dataset!r}, objectives='
-                     f'{sorted(config.objectives)}')
   if not l.dataset:
     return None
   source = labelled.LabelledSource(dataset=l.dataset, split=l.split,
@@ -73,43 +113,70 @@ def make_labelled_input(config: ml_collections.ConfigDict, mesh):
                                    seed=l.seed)
   classes = labelled.num_classes(source)
   if config.objectives.supervised.num_classes != classes:
-    raise ValueError(f'objectives.supervised.num_classes='
-                     f'{config.objectives.supervised.num_classes} but {l.dataset} has '
-                     f'{classes} classes')
-  parallel.check_batch_size(l.batch_size, mesh, 'labelled.batch_size')
+    raise errors.ConfigError(
+        f'objectives.supervised.num_classes={config.objectives.supervised.num_classes} but '
+        f'{l.dataset} has {classes} classes')
   return labelled.make_labelled_pipeline(
       source, labelled.default_augment(config.input.image_size),
       batch_size=l.batch_size // jax.process_count(), seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
 
 
+INIT_PROBE_FILE = 'probe_init.json'
+
+
+def init_probe_results(probe, state, workdir: str, resumed: bool) -> dict[str, float]:
+  """The probe of the encoder at initialisation: computed when the run starts from step 0
+  and kept in the workdir, so a resumed run prints it without recomputing it. (Decided by
+  `resumed`, which every process agrees on, not by the file: the probe is a collective.)"""
+  path = os.path.join(workdir, INIT_PROBE_FILE)
+  if resumed and tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      return json.load(f)
+  logging.info('Probing the encoder at initialisation ...')
+  results = probe(state)
+  if jax.process_index() == 0:
+    records.write_atomic(path, json.dumps(results, indent=1))
+  return results
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`; returns the final probe accuracies (trained and init)."""
+  validation.check_run(config, workdir)  # Before anything is built or written.
+  saved = checkpoint.latest_config(workdir)
+  if saved is not None:
+    checkpoint.check_resume_config(saved[1], config, saved[0], workdir)
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep accelerators for JAX.
   mesh = parallel.make_mesh()
-  parallel.check_batch_size(config.input.batch_videos, mesh)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  logging.info('Dataset: %s ...', config.data.dataset)
+  source = video_source(config)
+  logging.info('config:\n%s', config)
 
+  logging.info('Initialising the model and the train state ...')
   model = train.build_model(config)
   tx = train.make_optimizer(config)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state = train.create_train_state(config, model, tx, init_rng)
   shardings = parallel.state_shardings(state, mesh, config.model.fsdp)
   state = jax.device_put(state, shardings)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  logging.info('Rendering the probe\'s held-out data ...')
   probe = synthetic_probe.SyntheticProbe(config, model, mesh)
-  init_probe = probe(state)  # Computed before training touches (and donates) the state.
-
   mngr = checkpoint.manager(workdir, config)
-  state, restored = checkpoint.restore_latest(mngr, state)
-  start = restored or 0
+  restored = mngr.latest_step()
+  # Computed before training touches (and donates) the state.
+  init_probe = init_probe_results(probe, state, workdir, resumed=bool(restored))
   if restored:
+    state = checkpoint.restore_checked(mngr, state, restored)
     logging.info('Resumed from the checkpoint at step %d in %s', restored, workdir)
   else:
     writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
     writer.write_scalars(0, {f'probe_init/{k}': v for k, v in init_probe.items()})
+  start = restored or 0
 
+  logging.info('Compiling the train step and starting the input pipeline ...')
   step_fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh, shardings)
-  host_input = make_input(config)
+  host_input = make_input(config, source)
   batches = iter(host_input)
   images = make_labelled_input(config, mesh)
   pipelines = {'videos': host_input, 'images': images}
@@ -154,11 +221,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step % config.checkpoint_every_steps == 0 and step != config.num_train_steps:
       save(state, step)
     if step % config.probe.every_steps == 0 and step != config.num_train_steps:
+      logging.info('Probing the encoder at step %d ...', step)
       writer.write_scalars(step, {f'probe/{k}': v for k, v in probe(state).items()})
 
   preemption.close()
   if start < config.num_train_steps:
+    logging.info('Saving the checkpoint of step %d ...', config.num_train_steps)
     save(state, config.num_train_steps)
+  logging.info('Probing the trained encoder ...')
   final = probe(state)
   writer.write_scalars(config.num_train_steps, {f'probe/{k}': v for k, v in final.items()})
   mngr.wait_until_finished()

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vivi import errors
+
 DATA = 'data'
 
 
@@ -78,8 +80,8 @@ def state_shardings(tree: Any, mesh: Mesh, fsdp: bool = False,
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = 'input.batch_videos') -> None:
   n = mesh.devices.size
   if global_batch % n or global_batch % jax.process_count():
-    raise ValueError(f'{what}={global_batch} must be divisible by the {n} devices and '
-                     f'{jax.process_count()} processes of the mesh')
+    raise errors.ConfigError(f'{what}={global_batch} must be divisible by the {n} devices and '
+                             f'{jax.process_count()} processes of the mesh')
 
 
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -20,8 +20,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from vivi import errors, parallel
 from vivi import objectives as objectives_lib
-from vivi import parallel
 from vivi.input import samplers
 from vivi.models import resnet_v2, video_model
 
@@ -54,9 +54,10 @@ def target_objectives(config: ml_collections.ConfigDict) -> list[str]:
   names = [n for n in config.objectives if getattr(objectives_lib.get(n), 'TARGET', False)]
   has = bool(config.get('target_network'))
   if bool(names) != has:
-    raise ValueError(f'config.target_network (set: {has}) configures the EMA target network '
-                     f'that objectives {names or "(none here)"} use: set it exactly when one '
-                     f'of config.objectives {sorted(config.objectives)} needs it')
+    raise errors.ConfigError(
+        f'config.target_network (set: {has}) configures the EMA target network that '
+        f'objectives {names or "(none here)"} use: set it exactly when one of '
+        f'config.objectives {sorted(config.objectives)} needs it')
   return names
 
 
@@ -72,8 +73,8 @@ def target_momentum(config: ml_collections.ConfigDict, step) -> jax.Array:
   if t.schedule == 'cosine':
     progress = jnp.minimum(step / config.num_train_steps, 1.0)
     return 1.0 - (1.0 - t.momentum) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
-  raise ValueError(f"target_network.schedule must be 'constant' or 'cosine', got "
-                   f'{t.schedule!r}')
+  raise errors.ConfigError(f"target_network.schedule must be 'constant' or 'cosine', got "
+                           f'{t.schedule!r}')
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -82,14 +83,17 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   s = config.schedule
   if s.name == 'cosine':   # VINCE's ResNet-50 recipe (MoCo v2), BYOL-style methods.
     if s.warmup_steps >= config.num_train_steps:
-      raise ValueError(f'schedule.warmup_steps={s.warmup_steps} must be below '
-                       f'num_train_steps={config.num_train_steps} for the cosine schedule')
+      raise errors.ConfigError(
+          f'schedule.warmup_steps={s.warmup_steps} must be below '
+          f'num_train_steps={config.num_train_steps} for the cosine schedule')
     return optax.warmup_cosine_decay_schedule(
         0.0, s.base_learning_rate, s.warmup_steps, max(config.num_train_steps, 1))
   if s.name != 'piecewise':
-    raise ValueError(f"schedule.name must be 'piecewise' or 'cosine', got {s.name!r}")
+    raise errors.ConfigError(f"schedule.name must be 'piecewise' or 'cosine', got {s.name!r}")
+  # join_schedules runs the decay on `step - warmup_steps`: shift the boundaries by the
+  # warm-up so that they are the absolute steps the config names (x0.1 *at* 90k and 110k).
   decay = optax.piecewise_constant_schedule(
-      s.base_learning_rate, {int(b): s.decay_factor for b in s.boundaries})
+      s.base_learning_rate, {int(b) - s.warmup_steps: s.decay_factor for b in s.boundaries})
   if not s.warmup_steps:
     return decay
   warmup = optax.linear_schedule(0.0, s.base_learning_rate, s.warmup_steps)
@@ -108,7 +112,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
                       weight_decay_mask=kernels, trust_ratio_mask=kernels,
                       momentum=o.momentum, nesterov=o.nesterov)
   if o.name != 'sgd':
-    raise ValueError(f"optimizer.name must be 'sgd' or 'lars', got {o.name!r}")
+    raise errors.ConfigError(f"optimizer.name must be 'sgd' or 'lars', got {o.name!r}")
   return optax.chain(
       optax.add_decayed_weights(o.weight_decay, mask=kernels),
       optax.sgd(learning_rate_schedule(config), momentum=o.momentum, nesterov=o.nesterov))

@@ -23,13 +23,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
-from vivi import checkpoint
+from vivi import checkpoint, errors
 from vivi.evaluate import knn, linear_probe, object_nn, retrieval, robustness, vtab, vtab_tasks
 from vivi.input import synthetic_tasks
 from vivi.models import video_model
 
 Result = tuple[dict[str, float], dict[str, np.ndarray]]
+# What `Context.features` pools: block 4 averaged over its positions is 'pre_logits'.
+POOLED_FEATURES = ('pre_logits', 'block1', 'block2', 'block3')
 
 
 class Context:
@@ -43,10 +46,16 @@ class Context:
     self._features: dict[tuple, np.ndarray] = {}
     self._fns: dict[str, Callable] = {}
 
+  @staticmethod
+  def log(message: str) -> None:
+    """A progress line (evaluators print one per task, so a long one is never silent)."""
+    logging.info('  %s', message)
+
   def dataset(self, name: str):
     """(train images, train labels, test images, test labels, num classes) of `name`."""
     if name not in self._data:
       c = self.config
+      self.log(f'loading {name} ({c.num_train} training and {c.num_test} test images)')
       if name.startswith('synthetic/'):
         task = name.split('/', 1)[1]
         tr = synthetic_tasks.render_downstream(task, 'train', c.num_train,
@@ -70,8 +79,13 @@ class Context:
     return self._data[name]
 
   def features(self, images: np.ndarray, feature: str = 'pre_logits', key=None) -> np.ndarray:
-    """Pooled features [N, C] of uint8 images: 'pre_logits', or a block ('block3', 'block4')
-    averaged over its positions. `key` caches them."""
+    """Pooled features [N, C] of uint8 images: 'pre_logits' (block 4 averaged over its
+    positions), or an earlier block ('block1'..'block3') averaged the same way. `key`
+    caches them."""
+    if feature not in POOLED_FEATURES:
+      raise errors.ConfigError(
+          f'feature {feature!r}: valid {POOLED_FEATURES}; block 4 averaged over its positions '
+          f'is pre_logits itself')
     if key is not None and (key, feature) in self._features:
       return self._features[key, feature]
     if feature not in self._fns:
@@ -117,14 +131,22 @@ def tfds_images(dataset: str, split: str, data_dir: str, image_size: int, limit:
 
 
 def linear_probe_eval(ctx: Context, cfg) -> Result:
-  return {f'{d}/{f}': linear_probe.probe_accuracy(*ctx.split_features(d, f))
-          for d in cfg.datasets for f in cfg.features}, {}
+  out = {}
+  for d in cfg.datasets:
+    for f in cfg.features:
+      out[f'{d}/{f}'] = linear_probe.probe_accuracy(*ctx.split_features(d, f))
+      ctx.log(f'{d} {f}: test accuracy {out[f"{d}/{f}"]:.4f}')
+  return out, {}
 
 
 def knn_eval(ctx: Context, cfg) -> Result:
-  return {f'{d}/{f}': knn.knn_accuracy(*ctx.split_features(d, f), k=cfg.k,
-                                       temperature=cfg.temperature)
-          for d in cfg.datasets for f in cfg.features}, {}
+  out = {}
+  for d in cfg.datasets:
+    for f in cfg.features:
+      out[f'{d}/{f}'] = knn.knn_accuracy(*ctx.split_features(d, f), k=cfg.k,
+                                         temperature=cfg.temperature)
+      ctx.log(f'{d} {f}: test accuracy {out[f"{d}/{f}"]:.4f}')
+  return out, {}
 
 
 def vtab_eval(ctx: Context, cfg) -> Result:
@@ -133,7 +155,7 @@ def vtab_eval(ctx: Context, cfg) -> Result:
                        data_dir=ctx.config.data_dir or None, image_size=ctx.config.image_size,
                        data_seed=ctx.config.seed, step_scale=cfg.step_scale,
                        num_runs=cfg.num_runs, batch_size=cfg.batch_size, seed=ctx.config.seed,
-                       mesh=ctx.mesh, log=None)
+                       mesh=ctx.mesh, log=ctx.log)
   with open(os.path.join(ctx.out_dir, 'vtab_runs.json'), 'w') as f:
     json.dump(out, f, indent=1, default=float)
   metrics = {t: r['test_accuracy'] for t, r in out['tasks'].items()}
@@ -231,22 +253,40 @@ EVALUATORS: dict[str, Callable[[Context, Any], Result]] = {
 def run(encoder: checkpoint.Encoder, config: ml_collections.ConfigDict, mesh,
         out_root: str) -> dict[str, dict[str, float]]:
   """Runs every evaluator named in `config.evaluators`; writes JSON, Markdown and PNGs
-  under `out_root/step_<N>/` and TensorBoard events under `out_root`."""
+  under `out_root/step_<N>/` and TensorBoard events under `out_root`.
+
+  Each evaluator's results are written as soon as it finishes (its JSON, and `results.md`
+  with every evaluator so far); one that crashes is logged with its traceback and marked
+  in `results.md`, the others still run, and the run then raises naming the failures.
+  """
   from clu import metric_writers
   unknown = set(config.evaluators) - set(EVALUATORS)
   if unknown:
-    raise ValueError(f'unknown evaluators {sorted(unknown)}; valid: {sorted(EVALUATORS)}')
+    raise errors.ConfigError(f'unknown evaluators {sorted(unknown)} in config.evaluators; '
+                             f'valid: {sorted(EVALUATORS)}')
   step = int(encoder.info.get('step', 0))
   out_dir = os.path.join(out_root, f'step_{step}')
   os.makedirs(out_dir, exist_ok=True)
   ctx = Context(encoder, config, mesh, out_dir)
   writer = metric_writers.create_default_writer(out_root,
                                                 just_logging=jax.process_index() > 0)
-  results, seconds = {}, {}
-  for name, cfg in config.evaluators.items():
+  results, seconds, failed = {}, {}, {}
+  for n, (name, cfg) in enumerate(config.evaluators.items(), 1):
+    logging.info('Evaluator %d of %d: %s ...', n, len(config.evaluators), name)
     start = time.perf_counter()
-    metrics, images = EVALUATORS[name](ctx, cfg)
+    try:
+      metrics, images = EVALUATORS[name](ctx, cfg)
+    except errors.UserError:
+      raise
+    except Exception as e:  # A bug in one evaluator: keep the others' results.
+      logging.exception('Evaluator %s failed', name)
+      failed[name] = f'{type(e).__name__}: {e}'
+      metrics, images = {}, {}
     seconds[name] = time.perf_counter() - start
+    logging.info('Evaluator %s done in %.0f s', name, seconds[name])
+    if name in failed:
+      _write_results(out_dir, results, seconds, failed, encoder.info)
+      continue
     results[name] = metrics
     with open(os.path.join(out_dir, f'{name}.json'), 'w') as f:
       json.dump({'metrics': metrics, 'seconds': seconds[name], 'config': cfg.to_dict(),
@@ -255,18 +295,28 @@ def run(encoder: checkpoint.Encoder, config: ml_collections.ConfigDict, mesh,
     images = {k: v for k, v in images.items() if v is not None}
     if images:
       writer.write_images(step, {f'{name}/{k}': v[None] for k, v in images.items()})
-  writer.flush()
-  with open(os.path.join(out_dir, 'results.md'), 'w') as f:
-    f.write(markdown(results, seconds, encoder.info))
+    writer.flush()
+    _write_results(out_dir, results, seconds, failed, encoder.info)
+  if failed:
+    raise RuntimeError(f'evaluators {sorted(failed)} failed (tracebacks above; the others\' '
+                       f'results are in {out_dir}): {failed}')
   return results
 
 
-def markdown(results: dict, seconds: dict, info: dict) -> str:
+def _write_results(out_dir: str, results: dict, seconds: dict, failed: dict,
+                   info: dict) -> None:
+  with open(os.path.join(out_dir, 'results.md'), 'w') as f:
+    f.write(markdown(results, seconds, info, failed))
+
+
+def markdown(results: dict, seconds: dict, info: dict, failed: dict | None = None) -> str:
   lines = [f'# Evaluation of {info.get("source", "?")} at step {info.get("step", "?")}', '',
            '| evaluator | metric | value |', '| --- | --- | --- |']
   for name, metrics in results.items():
     for k, v in metrics.items():
       lines.append(f'| {name} | {k} | {v:.4f} |')
+  for name, error in (failed or {}).items():
+    lines.append(f'| {name} | FAILED | {error[:200]} |')
   lines += ['', '| evaluator | wall time (s) |', '| --- | --- |']
   lines += [f'| {name} | {s:.1f} |' for name, s in seconds.items()]
   return '\n'.join(lines) + '\n'

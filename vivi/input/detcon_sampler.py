@@ -47,6 +47,11 @@ class DetconSampler:
   def parse_features(self):
     return records.parse_features()
 
+  def requirement(self, fps: float) -> str:
+    """What a usable video has (`select`'s 'ok')."""
+    del fps
+    return 'at least one stored frame'
+
   def select(self, parsed: dict, seed: tf.Tensor) -> dict:
     jpegs = parsed['image/encoded']
     num_frames = tf.size(jpegs)

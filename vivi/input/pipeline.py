@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from vivi import errors
 from vivi.input import records
 
 
@@ -69,8 +70,8 @@ class HostPipeline:
         return
       except tf.errors.OpError as e:
         if _NOTHING_USABLE in e.message:
-          raise ValueError(e.message[e.message.index('assertion failed: [') + 19:]
-                           .split('] [Condition')[0]) from None
+          raise errors.DatasetError(e.message[e.message.index('assertion failed: [') + 19:]
+                                    .split('] [Condition')[0]) from None
         raise diagnose(self.files, e) from e
       batch = {k: v.numpy() for k, v in batch.items()}
       self.videos_skipped = int(batch.pop('skipped').max())
@@ -80,7 +81,7 @@ class HostPipeline:
 def make_pipeline(files: Sequence[str], sampler: Any, *, batch_size: int, seed: int,
                   process_index: int = 0, process_count: int = 1,
                   shuffle_buffer: int = 1000, repeat: bool = True,
-                  max_consecutive_skips: int = 100_000) -> HostPipeline:
+                  max_consecutive_skips: int = 100_000, fps: float = 1.0) -> HostPipeline:
   """Builds this host's pipeline.
 
   Args:
@@ -91,6 +92,7 @@ def make_pipeline(files: Sequence[str], sampler: Any, *, batch_size: int, seed: 
     seed: the run's data seed.
     max_consecutive_skips: a stream that skips this many videos in a row has none usable
       (e.g. all too short for the sampler); it stops with an error instead of spinning.
+    fps: the dataset's frame rate (the error says what the sampler needs in seconds).
   """
   files = host_shards(files, process_index, process_count)
   base = tf.constant([seed, process_index], tf.int64)
@@ -123,8 +125,8 @@ def make_pipeline(files: Sequence[str], sampler: Any, *, batch_size: int, seed: 
     tf.debugging.assert_less(
         in_a_row, tf.constant(max_consecutive_skips, tf.int64),
         message=f'{max_consecutive_skips} {_NOTHING_USABLE}: no video in '
-                f'{files[:3]}{"..." if len(files) > 3 else ""} has what the sampler needs '
-                f'({sampler!r})')
+                f'{files[:3]}{"..." if len(files) > 3 else ""} has what the '
+                f'{type(sampler).__name__} needs: {_requirement(sampler, fps)}')
     return (skipped + bad, in_a_row), (x[0], x[1], skipped + bad)
 
   @no_autograph
@@ -143,6 +145,25 @@ def make_pipeline(files: Sequence[str], sampler: Any, *, batch_size: int, seed: 
   options.deterministic = True
   options.threading.private_threadpool_size = 0
   return HostPipeline(ds.with_options(options), files)
+
+
+def _requirement(sampler: Any, fps: float) -> str:
+  return sampler.requirement(fps) if hasattr(sampler, 'requirement') else repr(sampler)
+
+
+def count_usable(files: Sequence[str], sampler: Any) -> tuple[int, int]:
+  """(usable, all) videos in `files` for `sampler`: its own `select` predicate ('ok') on
+  every record, in one pass that decodes no image. A corrupt record is named."""
+  seed = tf.constant([0, 0], tf.int64)
+  ok = tf.data.TFRecordDataset(sorted(files), num_parallel_reads=tf.data.AUTOTUNE).map(
+      tf.autograph.experimental.do_not_convert(
+          lambda s: sampler.select(_parse(s, sampler.parse_features), seed)['ok']),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  try:
+    usable = np.fromiter(ok.as_numpy_iterator(), bool)
+  except tf.errors.OpError as e:
+    raise diagnose(files, e) from e
+  return int(usable.sum()), len(usable)
 
 
 def diagnose(files: Sequence[str], error: Exception) -> Exception:

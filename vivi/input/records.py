@@ -31,6 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
+from vivi import errors
+
 SCHEMA_VERSION = 1
 MANIFEST = 'manifest.json'
 BOX_KEYS = ('object/bbox/ymin', 'object/bbox/xmin', 'object/bbox/ymax', 'object/bbox/xmax')
@@ -50,7 +52,7 @@ class Video:
   soft_labels: np.ndarray | None = None  # optional [T, C] probabilities per frame
 
 
-class RecordError(ValueError):
+class RecordError(errors.DatasetError):
   """A record breaks the schema; the message names the file and the record."""
 
 
@@ -190,12 +192,24 @@ class Manifest:
     from tensorflow.io import gfile
     path = os.path.join(folder, MANIFEST)
     if not gfile.exists(path):
-      raise FileNotFoundError(f'{folder} is not a dataset: it has no {MANIFEST}')
-    with gfile.GFile(path) as f:
-      d = json.load(f)
-    if d.get('schema_version') != SCHEMA_VERSION:
-      raise RecordError(f'{path}: schema version {d.get("schema_version")}, '
-                        f'this code reads version {SCHEMA_VERSION}')
+      raise errors.DatasetError(f'{folder} is not a dataset: it has no {MANIFEST} (datasets '
+                                'are written by data/prepare_videos.py)')
+    try:
+      with gfile.GFile(path) as f:
+        d = json.load(f)
+    except ValueError as e:
+      raise RecordError(f'{path}: not valid JSON: {e}') from None
+    if not isinstance(d, dict) or d.get('schema_version') != SCHEMA_VERSION:
+      version = d.get('schema_version') if isinstance(d, dict) else None
+      raise RecordError(f'{path}: schema version {version}, this code reads version '
+                        f'{SCHEMA_VERSION}')
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown, missing = sorted(set(d) - fields), sorted(
+        f.name for f in dataclasses.fields(cls)
+        if f.name not in d and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING)
+    if unknown or missing:
+      raise RecordError(f'{path}: manifest keys {unknown} unknown, {missing} missing')
     return cls(**d)
 
   def shard_paths(self, folder: str) -> list[str]:

@@ -14,15 +14,18 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
+from vivi import errors
 from vivi.input import augment, objects, records
 
 SAMPLERS = ('vivi', 'vince', 'vito', 'detcon')
 
 
-def _name(config: ml_collections.ConfigDict) -> str:
+def sampler_name(config: ml_collections.ConfigDict) -> str:
+  """`config.input.sampler`, checked against the known samplers."""
   name = config.input.sampler
   if name not in SAMPLERS:
-    raise ValueError(f'config.input.sampler={name!r}; known: {SAMPLERS} (vivi/input/samplers.py)')
+    raise errors.ConfigError(f'config.input.sampler={name!r}; known: {SAMPLERS} '
+                             '(vivi/input/samplers.py)')
   return name
 
 
@@ -30,7 +33,7 @@ def example_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple, ty
   """{key: (shape, dtype)} of one video's part of the batch."""
   i = config.input
   image = (i.image_size, i.image_size, 3)
-  name = _name(config)
+  name = sampler_name(config)
   if name == 'vince':
     return {'frames': ((i.frames_per_video,) + image, np.uint8),
             'target_frames': ((i.frames_per_video,) + image, np.uint8)}
@@ -50,7 +53,7 @@ def example_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple, ty
     spec['box_valid'] = (frames + (i.max_boxes,), bool)
   if i.soft_labels:
     if 'distillation' not in config.objectives:
-      raise ValueError('input.soft_labels=True is for the distillation objective; add it')
+      raise errors.ConfigError('input.soft_labels=True is for the distillation objective; add it')
     spec['soft_labels'] = (frames + (config.objectives.distillation.num_classes,), np.float32)
   return spec
 
@@ -69,13 +72,13 @@ def augmentations(config: ml_collections.ConfigDict, num_views: int = 1
   if kind == 'byol':
     return tuple(augment.byol(i.image_size, view=v, crop_area=tuple(i.crop_area))
                  for v in range(num_views))
-  raise ValueError(f"config.input.augment={kind!r}; known: 'inception', 'moco_v2', 'byol'")
+  raise errors.ConfigError(f"config.input.augment={kind!r}; known: 'inception', 'moco_v2', 'byol'")
 
 
 def build(config: ml_collections.ConfigDict, manifest: records.Manifest, folder: str):
   """The sampler of `config.input` for the dataset in `folder`."""
   i = config.input
-  name = _name(config)
+  name = sampler_name(config)
   if name == 'vince':
     from vivi.input import vince_sampler
     return vince_sampler.VinceSampler(
@@ -93,12 +96,17 @@ def build(config: ml_collections.ConfigDict, manifest: records.Manifest, folder:
   from vivi.input import vivi_sampler
   boxes = None
   if i.max_boxes:
+    if not manifest.label_map:
+      raise errors.DatasetError(
+          f'input.max_boxes={i.max_boxes}: the config trains on detector boxes, but {folder} '
+          f'has none (its manifest has an empty label map: prepared with --detector none); '
+          f'prepare it with a detector, or set input.max_boxes=0 without the object level')
     boxes = objects.ObjectsConfig(
         num_classes=len(manifest.label_map), max_boxes=i.max_boxes, min_score=i.min_box_score,
         random_boxes=i.random_boxes, random_labels=i.random_labels)
   if i.soft_labels and not manifest.soft_label_map:
-    raise ValueError(f'input.soft_labels=True but {folder} has no soft labels (its manifest '
-                     'lists no soft_label_map)')
+    raise errors.DatasetError(f'input.soft_labels=True but {folder} has no soft labels (its '
+                              'manifest lists no soft_label_map)')
   return vivi_sampler.ViviSampler(
       num_shots=i.num_shots, frames_per_shot=i.frames_per_shot, rotate=i.rotate,
       augment=augmentations(config)[0], objects=boxes,

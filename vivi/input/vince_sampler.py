@@ -50,6 +50,14 @@ class VinceSampler:
   def parse_features(self):
     return frame_times.parse_features(['image/encoded', 'image/timestamp'])
 
+  def requirement(self, fps: float) -> str:
+    """What a usable video has (`select`'s 'ok'), and how to make more videos usable."""
+    del fps  # Frames are picked by time.
+    span = (self.num_frames - 1) * self.gap_seconds
+    return (f'stored frames spanning at least (T-1) x G = {span:g} s (T={self.num_frames} '
+            f'frames G={self.gap_seconds:g} s apart); to use more videos, lower '
+            f'input.num_frames or input.gap_seconds, or prepare longer videos')
+
   def select(self, parsed: dict, seed: tf.Tensor) -> dict:
     k, t = self.frames_per_video, self.num_frames
     timestamps = parsed['image/timestamp']

@@ -25,6 +25,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from vivi import errors
 from vivi.input import augment, frame_times
 
 _ROUNDING = 1e-3  # seconds: float32 timestamps that span exactly clip_seconds still qualify
@@ -33,7 +34,7 @@ _ROUNDING = 1e-3  # seconds: float32 timestamps that span exactly clip_seconds s
 def check_frame_rate(fps: float, clip_seconds: float, where: str) -> None:
   """Raises ValueError naming `where` (the dataset) if a clip holds fewer than two frames."""
   if fps * clip_seconds < 2:
-    raise ValueError(
+    raise errors.DatasetError(
         f'{where}: frames stored at {fps:g} fps put {fps * clip_seconds:.2f} frames in a '
         f'{clip_seconds:g} s clip, fewer than the 2 that VITO\'s temporal sampling needs; '
         f'store the frames at >= {2 / clip_seconds:.3g} fps or lengthen the clip')
@@ -59,6 +60,13 @@ class VitoSampler:
   @property
   def parse_features(self):
     return frame_times.parse_features(['image/encoded', 'image/timestamp', 'shot/id'])
+
+  def requirement(self, fps: float) -> str:
+    """What a usable video has (`select`'s 'ok'), and how to make more videos usable."""
+    del fps  # Frames are picked by time.
+    return (f'one shot whose stored frames span at least input.clip_seconds='
+            f'{self.clip_seconds:g} s; to use more videos, shorten the clip or prepare the '
+            f'videos with fewer, longer shots (data/prepare_videos.py --shot_threshold)')
 
   def select(self, parsed: dict, seed: tf.Tensor) -> dict:
     first, last, start, end = frame_times.shot_times(parsed['image/timestamp'],

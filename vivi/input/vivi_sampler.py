@@ -41,6 +41,15 @@ class ViviSampler:
   def parse_features(self):
     return records.parse_features(self.soft_label_classes)
 
+  def requirement(self, fps: float) -> str:
+    """What a usable video has (`select`'s 'ok'), and how to make more videos usable."""
+    k, l = self.num_shots, self.frames_per_shot
+    return (f'K={k} shots of at least L={l} stored frames each (at {fps:g} fps: {k} shots of '
+            f'{l / fps:g} s or longer); to use more videos, lower input.num_shots or '
+            f'input.frames_per_shot, or prepare the videos at a higher frame rate '
+            f'(data/prepare_videos.py --fps) or with fewer, longer shots (--shot_threshold, '
+            f'--min_shot_seconds)')
+
   def select(self, parsed: dict, seed: tf.Tensor) -> dict:
     k, l = self.num_shots, self.frames_per_shot
     shot_ids = parsed['shot/id']

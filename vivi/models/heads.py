@@ -18,10 +18,13 @@ class MLP(nn.Module):
   activation: str = 'relu'    # 'relu' or 'leaky_relu' (VINCE, its Appendix 1)
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, mask=None):
+    """`mask` (bool, broadcastable to x[..., :1]): the rows that BatchNorm's statistics
+    are computed over (e.g. DetCon's valid masks, not its zero padding); all by default."""
     x = nn.Dense(self.hidden, name='hidden')(x)
     if self.batch_norm:
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.99, name='norm')(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.99, name='norm')(
+          x, mask=None if mask is None else jnp.broadcast_to(mask, x.shape))
     x = getattr(nn, self.activation)(x)
     return nn.Dense(self.out, name='out')(x)
 

@@ -18,6 +18,7 @@ import types
 
 import ml_collections
 
+from vivi import errors
 from vivi.objectives import (detcon, distillation, exemplar, object_classification,
                              object_triplet, rotation, shot_infonce, shot_order, supervised,
                              vince, vito)
@@ -39,8 +40,8 @@ REGISTRY: dict[str, types.ModuleType] = {
 
 def get(name: str) -> types.ModuleType:
   if name not in REGISTRY:
-    raise ValueError(f'unknown objective {name!r} in config.objectives; '
-                     f'known: {sorted(REGISTRY)}')
+    raise errors.ConfigError(f'unknown objective {name!r} in config.objectives; '
+                             f'known: {sorted(REGISTRY)}')
   return REGISTRY[name]
 
 
@@ -50,14 +51,14 @@ def resolve(objectives: ml_collections.ConfigDict) -> dict[str, ml_collections.C
   Raises ValueError naming an unknown objective or an unknown key of a known one.
   """
   if not objectives:
-    raise ValueError('config.objectives is empty: name at least one objective')
+    raise errors.ConfigError('config.objectives is empty: name at least one objective')
   out = {}
   for name, cfg in objectives.items():
     module = get(name)
     cfg = dict(cfg)
     unknown = sorted(set(cfg) - set(module.DEFAULTS))
     if unknown:
-      raise ValueError(f'config.objectives.{name}: unknown key(s) {unknown}; '
-                       f'{name} takes {sorted(module.DEFAULTS)} ({module.__file__})')
+      raise errors.ConfigError(f'config.objectives.{name}: unknown key(s) {unknown}; '
+                               f'{name} takes {sorted(module.DEFAULTS)} ({module.__file__})')
     out[name] = ml_collections.FrozenConfigDict({**module.DEFAULTS, **cfg})
   return out

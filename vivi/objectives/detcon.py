@@ -40,9 +40,13 @@ class Head(nn.Module):
     num_masks = batch['mask_valid'].shape[-1]        # config.input.num_masks
     weights = heads.mask_weights(batch['segments'], num_masks, fmap.shape[-3:-1])
     pooled = heads.masked_pool(fmap, weights)                            # [V, 2, M, c]
-    z = heads.MLP(self.projector_hidden, self.projection_dim, name='projector')(pooled, train)
+    # Padding slots (masks that do not exist in this image) stay out of the projector's and
+    # predictor's BatchNorm statistics: they would pull the mean towards the zero vector.
+    valid = jnp.broadcast_to(batch['mask_valid'][:, None, :, None], pooled.shape[:-1] + (1,))
+    mlp = lambda name: heads.MLP(self.projector_hidden, self.projection_dim, name=name)
+    z = mlp('projector')(pooled, train, mask=valid)
     if not target:   # BYOL's predictor exists on the online side only.
-      z = heads.MLP(self.projector_hidden, self.projection_dim, name='predictor')(z, train)
+      z = mlp('predictor')(z, train, mask=valid)
     return {'projections': heads.l2_normalize(z)}
 
 

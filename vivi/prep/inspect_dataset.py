@@ -165,6 +165,34 @@ def format_statistics(stats: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def usable_videos(folder: str, configs: dict) -> dict[str, dict]:
+  """For each named training config: how many of the dataset's videos its sampler can use
+  (the sampler's own predicate, `pipeline.count_usable`) and what it needs."""
+  from vivi import errors
+  from vivi.input import pipeline, samplers
+  manifest = records.Manifest.read(folder)
+  out = {}
+  for name, config in configs.items():
+    try:
+      sampler = samplers.build(config, manifest, folder)
+    except errors.UserError as e:  # e.g. VITO's clip on frames stored at 1 fps.
+      out[name] = {'sampler': config.input.sampler, 'usable': 0,
+                   'videos': manifest.counts.get('videos', 0), 'needs': str(e)}
+      continue
+    usable, total = pipeline.count_usable(manifest.shard_paths(folder), sampler)
+    out[name] = {'sampler': config.input.sampler, 'usable': usable, 'videos': total,
+                 'needs': sampler.requirement(manifest.fps)}
+  return out
+
+
+def format_usable(usable: dict[str, dict]) -> str:
+  lines = ['', '## Videos each training config can use']
+  for name, u in usable.items():
+    lines.append(f'- {name} ({u["sampler"]} sampler): {u["usable"]} of {u["videos"]}; '
+                 f'needs {u["needs"]}')
+  return '\n'.join(lines) + '\n'
+
+
 def _font(size: int):
   try:
     return ImageFont.load_default(size=size)  # Scalable (Pillow >= 10.1 with FreeType).

@@ -1,0 +1,169 @@
+"""Checks a training run's config, dataset and workdir before anything is built.
+
+`check_run` is the first thing `loop.train_and_evaluate` does: a value that cannot work (a
+learning rate <= 0, an empty batch, an unknown objective, sampler or optimiser, a dataset
+folder without a manifest, a workdir that is a file or read-only) stops the run at once
+with a `ConfigError` / `DatasetError` / `PathError` naming the key or path, before the
+model, the synthetic world or any file in the workdir exists.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import ml_collections
+
+from vivi import errors
+
+# Keys that must be > 0 in every config, with what they are.
+POSITIVE = {
+    'num_train_steps': 'training steps',
+    'input.batch_videos': 'videos per step (global batch)',
+    'input.image_size': 'side of the training crops in pixels',
+    'model.width': 'width multiplier',
+    'log_every_steps': 'steps between metric logs',
+    'checkpoint_every_steps': 'steps between checkpoints',
+    'keep_checkpoints': 'checkpoints kept',
+    'max_nonfinite_steps': 'non-finite steps in a row that stop the run',
+    'probe.every_steps': 'steps between probes',
+}
+# Keys of each sampler that must be >= 1 (vivi/input/samplers.py).
+SAMPLER_COUNTS = {
+    'vivi': ('num_shots', 'frames_per_shot'),
+    'vince': ('num_frames', 'frames_per_video'),
+    'vito': ('num_views',),
+    'detcon': ('num_masks',),
+}
+
+
+def get(config: ml_collections.ConfigDict, dotted: str):
+  node = config
+  for key in dotted.split('.'):
+    node = node[key]
+  return node
+
+
+def _fail(key: str, value, why: str) -> None:
+  raise errors.ConfigError(f'config.{key}={value!r}: {why}')
+
+
+def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Everything decidable before building anything; raises a `UserError` subclass."""
+  check_config(config)
+  check_dataset_path(config)
+  check_workdir(workdir)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Values, names and their consistency (cheap: no model, no data)."""
+  from vivi import objectives, parallel, train
+  from vivi.input import samplers
+  from vivi.models import resnet_v2
+
+  for key, what in POSITIVE.items():
+    value = get(config, key)
+    if not (isinstance(value, (int, float)) and value > 0):
+      _fail(key, value, f'the number of {what} must be > 0')
+  s = config.schedule
+  lr = s.base_learning_rate
+  if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    _fail('schedule.base_learning_rate', lr, 'the peak learning rate must be a finite '
+          'number > 0')
+  if s.get('warmup_steps', 0) < 0:
+    _fail('schedule.warmup_steps', s.warmup_steps, 'must be >= 0')
+  if s.name == 'piecewise' and any(b <= s.warmup_steps for b in s.boundaries):
+    _fail('schedule.boundaries', tuple(s.boundaries), f'every decay step must come after the '
+          f'warm-up (schedule.warmup_steps={s.warmup_steps})')
+  o = config.optimizer
+  if o.weight_decay < 0:
+    _fail('optimizer.weight_decay', o.weight_decay, 'must be >= 0')
+  if not 0 <= o.momentum < 1:
+    _fail('optimizer.momentum', o.momentum, 'must be in [0, 1)')
+  train.make_optimizer(config)          # Optimiser and schedule names, warm-up vs length.
+  m = config.model
+  if m.depth not in resnet_v2.STAGE_SIZES:
+    _fail('model.depth', m.depth, f'valid depths: {list(resnet_v2.STAGE_SIZES)}')
+  if m.norm not in ('batch', 'group_ws'):   # resnet_v2.Norm
+    _fail('model.norm', m.norm, "valid: 'batch', 'group_ws'")
+
+  i = config.input
+  name = samplers.sampler_name(config)  # Unknown sampler: an error listing the valid ones.
+  missing = [k for k in SAMPLER_COUNTS[name] if k not in i]
+  if missing:
+    raise errors.ConfigError(
+        f'config.input.sampler={name!r} needs ' + ', '.join(f'config.input.{k}' for k in missing)
+        + f': start from a config of that method (configs/{name}.py)')
+  for key in SAMPLER_COUNTS[name]:
+    if not i[key] >= 1:
+      _fail(f'input.{key}', i[key], f'the {name} sampler needs >= 1')
+  samplers.augmentations(config)        # Unknown augmentation preset.
+  if 'crop_area' in i and not 0 < i.crop_area[0] <= i.crop_area[1] <= 1:
+    _fail('input.crop_area', tuple(i.crop_area), 'want (min, max) with 0 < min <= max <= 1')
+  objectives.resolve(config.objectives)  # Unknown objective or key.
+  train.target_objectives(config)       # config.target_network exactly when needed.
+  if config.get('target_network'):
+    train.target_momentum(config, 0)    # Schedule name.
+    if not 0 <= config.target_network.momentum < 1:
+      _fail('target_network.momentum', config.target_network.momentum, 'must be in [0, 1)')
+
+  l = config.labelled
+  if bool(l.dataset) != ('supervised' in config.objectives):
+    raise errors.ConfigError(
+        'co-training needs both config.labelled.dataset and the objective "supervised"; got '
+        f'labelled.dataset={l.dataset!r}, objectives={sorted(config.objectives)}')
+  if l.dataset and not l.batch_size > 0:
+    _fail('labelled.batch_size', l.batch_size, 'co-training needs labelled images per step')
+
+  p = config.probe
+  from vivi.input import synthetic_tasks
+  unknown = sorted(set(p.tasks) - set(synthetic_tasks.DOWNSTREAM_TASKS))
+  if unknown:
+    _fail('probe.tasks', tuple(p.tasks), f'unknown task(s) {unknown}; valid: '
+          f'{sorted(synthetic_tasks.DOWNSTREAM_TASKS)}, or () for none')
+  if p.tasks and not (p.num_train > 0 and p.num_test > 0):
+    _fail('probe.num_train', (p.num_train, p.num_test), 'the probe needs training and test '
+          'images (set probe.tasks=() to switch it off)')
+  if p.nn_videos < 0:
+    _fail('probe.nn_videos', p.nn_videos, 'must be >= 0 (0 switches the object NN off)')
+
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(i.batch_videos, mesh)
+  if l.dataset:
+    parallel.check_batch_size(l.batch_size, mesh, 'labelled.batch_size')
+
+
+def check_dataset_path(config: ml_collections.ConfigDict) -> None:
+  """A dataset folder (not the synthetic world, which is built on first use) exists and
+  has a readable manifest."""
+  from vivi.input import records
+  dataset = config.data.dataset
+  if not dataset:
+    raise errors.ConfigError("config.data.dataset is empty: set it to a folder of video "
+                             "records (made by data/prepare_videos.py) or to 'synthetic'")
+  if dataset == 'synthetic':
+    return
+  folder = os.path.expanduser(dataset)
+  if not os.path.isdir(folder):
+    raise errors.DatasetError(f'config.data.dataset={dataset!r}: no such folder (make one '
+                              'with data/prepare_videos.py, or use \'synthetic\')')
+  records.Manifest.read(folder)
+
+
+def check_workdir(workdir: str) -> None:
+  """`workdir` is a writable folder, or can be created as one."""
+  if not workdir:
+    raise errors.PathError('--workdir is empty: give the folder for checkpoints and logs')
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(path):
+    if not os.path.isdir(path):
+      raise errors.PathError(f'--workdir={workdir}: exists and is not a folder')
+    if not os.access(path, os.W_OK | os.X_OK):
+      raise errors.PathError(f'--workdir={workdir}: the folder is not writable')
+    return
+  parent = os.path.dirname(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+    raise errors.PathError(f'--workdir={workdir}: cannot be created ({parent} is not a '
+                           'writable folder)')
