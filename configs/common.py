@@ -5,6 +5,14 @@ checkpoints and the synthetic-world probe. Method configs add `input`, `objectiv
 
 import ml_collections
 
+# The tiny runs (variant 'tiny'): every method on the synthetic world with the same encoder,
+# image size and budget (`tiny_schedule`), so that their rows in benchmarks/learning.py
+# compare. The encoder was chosen by benchmarks/tiny_encoder.py (see README, "Learning").
+TINY_IMAGES_PER_STEP = 96   # Images through the online encoder per step, every method.
+TINY_STEPS = 450
+TINY_IMAGE_SIZE = 48
+TINY_MODEL = dict(depth=14, width=0.5, stem='small', stem_stride=1)
+
 
 def base(variant: str = '') -> ml_collections.ConfigDict:
   """The shared part; `variant='tiny'` is the smoke-run scale on the synthetic world."""
@@ -26,6 +34,10 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   c.model.width = 1.0            # 3.0 for VIVI-Ex(4)-Big.
   c.model.norm = 'batch'         # 'group_ws' when co-training (VIVI section 4).
   c.model.num_groups = 32
+  # 'imagenet': 7x7/2 convolution + 3x3/2 max-pool (Keras' ResNet50V2, the papers' 224 px);
+  # 'small': one 3x3 convolution of stride stem_stride, no max-pool (small images).
+  c.model.stem = 'imagenet'
+  c.model.stem_stride = 1
   c.model.dtype = 'float32'
   c.model.fsdp = False           # Shard parameters and optimiser state over devices
                                  # (parallel.state_shardings), e.g. for width 3.0.
@@ -39,37 +51,69 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   # Linear probe of frozen pooled features on the synthetic world's held-out tasks,
   # and the object nearest-neighbour diagnostic of Romijnders et al. Table 2 on held-out
   # videos.
+  # split='validation' scores on held-out training images and never renders the test split
+  # (for choosing hyper-parameters: benchmarks/learning.py --sweep).
   c.probe = dict(every_steps=10_000, tasks=('class', 'count', 'position', 'orientation',
                                              'size'),
                  num_train=2000, num_test=1000, image_size=224, seed=1,
-                 nn_videos=40, nn_frames_per_video=8)
+                 nn_videos=40, nn_frames_per_video=8, split='test')
 
   if variant == 'tiny':
     c.data.dataset = 'synthetic'
     c.data.synthetic = dict(num_videos=400, image_size=64, seed=0, fps=1.0)
     c.data.shuffle_buffer = 400
-    c.model.depth = 14
-    c.model.width = 0.5
+    c.model.update(TINY_MODEL)
     c.log_every_steps = 25
     c.checkpoint_every_steps = 150
     c.probe.every_steps = 225
-    c.probe.image_size = 48
+    c.probe.image_size = TINY_IMAGE_SIZE
   elif variant:
     raise ValueError(f"unknown variant {variant!r}; use '' (paper) or 'tiny'")
   return c
 
 
-def tiny_schedule(c: ml_collections.ConfigDict, learning_rate: float) -> None:
-  """The tiny runs' schedule: 450 steps after a 20-step warm-up, and their batch of 8
-  videos at 48 px (learning rates chosen once per method, not tuned). Call it after the
-  method's paper values are set."""
-  c.input.batch_videos = 8
-  c.input.image_size = 48
-  c.schedule.base_learning_rate = learning_rate
-  c.schedule.warmup_steps = 20
-  c.num_train_steps = 450
+def parse_variant(variant: str, config_file: str, options: tuple[str, ...] = ()
+                  ) -> tuple[str, str]:
+  """'[tiny][,option]' -> (size: '' or 'tiny', option: '' or one of `options`); anything else
+  is an error that lists what `config_file` accepts."""
+  tokens = [t for t in variant.split(',') if t]
+  sizes = [t for t in tokens if t not in options]
+  chosen = [t for t in tokens if t in options]
+  if sizes not in ([], ['tiny']) or len(chosen) > 1:
+    valid = f'[tiny][,option] with an option from {options}' if options else "'' or 'tiny'"
+    raise ValueError(f'unknown variant {variant!r} of {config_file}: want {valid}')
+  return (sizes[0] if sizes else ''), (chosen[0] if chosen else '')
+
+
+def tiny_schedule(c: ml_collections.ConfigDict, *, paper_lr: float,
+                  paper_images_per_step: int, images_per_video: int,
+                  lr_multiplier: float) -> None:
+  """The tiny runs' budget and learning-rate rule, the same for every method (call it after
+  the method's paper values are set).
+
+  Budget: TINY_IMAGES_PER_STEP images through the online encoder per step (so
+  `images_per_video` decides the videos per step) for TINY_STEPS steps at TINY_IMAGE_SIZE.
+  Learning rate: the paper's, scaled linearly with the images per step (Goyal et al. 2017;
+  for LARS methods this is BYOL's 0.2 x B / 256), times `lr_multiplier`, the method's
+  TINY_LR_MULTIPLIER, chosen from (1, 4, 16) by `python benchmarks/learning.py --sweep` on
+  the probe's validation split (never the test split), the same procedure for every method.
+  Schedule: the paper's shape compressed to TINY_STEPS (its warm-up fraction and decay
+  steps kept).
+  """
+  if TINY_IMAGES_PER_STEP % images_per_video:
+    raise ValueError(f'{images_per_video} images per video do not divide '
+                     f'{TINY_IMAGES_PER_STEP} images per step')
+  c.input.batch_videos = TINY_IMAGES_PER_STEP // images_per_video
+  c.input.image_size = TINY_IMAGE_SIZE
+  c.schedule.base_learning_rate = (paper_lr * TINY_IMAGES_PER_STEP / paper_images_per_step
+                                   * lr_multiplier)
+  fraction = lambda step: step / c.num_train_steps
+  c.schedule.warmup_steps = round(fraction(c.schedule.warmup_steps) * TINY_STEPS)
+  if c.schedule.name == 'piecewise':
+    c.schedule.boundaries = tuple(round(fraction(b) * TINY_STEPS) for b in c.schedule.boundaries)
+  c.num_train_steps = TINY_STEPS
   if 'target_network' in c:
     # A target that averages over 1/(1 - m) steps must follow the online network within a
-    # 450-step run: 0.999 (MoCo) would leave it at its initialisation (measured: VINCE's
-    # loss then stays at chance), so 0.99 (a 100-step horizon) for every tiny run.
+    # tiny run: 0.999 (MoCo) would leave it at its initialisation (measured: VINCE's loss
+    # then stays at chance), so 0.99 (a 100-step horizon) for every tiny run.
     c.target_network.momentum = 0.99

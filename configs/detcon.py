@@ -33,8 +33,12 @@ import ml_collections
 from configs import common
 
 
+TINY_LR_MULTIPLIER = 4   # The tiny run's learning rate: the rule times this (common.py).
+
+
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
-  c = common.base(variant)
+  size, ablation = common.parse_variant(variant, 'configs/detcon.py', ('whole_image',))
+  c = common.base(size)
 
   c.input = ml_collections.ConfigDict()
   c.input.sampler = 'detcon'      # vivi/input/detcon_sampler.py
@@ -43,6 +47,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.input.augment = 'byol'
   c.input.crop_area = (0.08, 1.0)
   c.input.num_masks = 16
+  c.input.masks = 'fh'            # 'whole_image': the same objective on whole images.
   c.input.fh = dict(scale=1000.0, sigma=0.8, min_size=1000)
 
   c.objectives = ml_collections.ConfigDict()
@@ -54,11 +59,15 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.schedule = dict(name='cosine', base_learning_rate=3.2, warmup_steps=3125)
   c.num_train_steps = 312_500
 
-  if variant == 'tiny':
-    common.tiny_schedule(c, learning_rate=2.0)
+  if size == 'tiny':
+    common.tiny_schedule(c, paper_lr=3.2, paper_images_per_step=4096 * 2, images_per_video=2,
+                         lr_multiplier=TINY_LR_MULTIPLIER)
     c.input.crop_area = (0.25, 1.0)
     c.input.num_masks = 8
     c.input.fh = dict(scale=100.0, sigma=0.8, min_size=50)
     c.objectives.detcon.projector_hidden = 512
     c.objectives.detcon.projection_dim = 64
+  if ablation == 'whole_image':   # The same objective on whole images: one mask each.
+    c.input.masks = 'whole_image'
+    c.input.num_masks = 1
   return c

@@ -74,6 +74,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.model.width = 1.0
   c.model.norm = 'batch'
   c.model.num_groups = 32
+  c.model.stem = 'imagenet'
+  c.model.stem_stride = 1
   c.model.dtype = 'float32'
 
   if variant == 'tiny':

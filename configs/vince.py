@@ -46,16 +46,12 @@ import ml_collections
 from configs import common
 
 ROWS = ('same_frame', 'multi_frame')
+TINY_LR_MULTIPLIER = 4   # The tiny run's learning rate: the rule times this (common.py).
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
-  tokens = [t for t in variant.split(',') if t]
-  size = [t for t in tokens if t not in ROWS]
-  rows = [t for t in tokens if t in ROWS]
-  if size not in ([], ['tiny']) or len(rows) > 1:
-    raise ValueError(f'variant {variant!r} of configs/vince.py: want [tiny][,row] with a '
-                     f'row from {ROWS}')
-  c = common.base(size[0] if size else '')
+  size, row = common.parse_variant(variant, 'configs/vince.py', ROWS)
+  c = common.base(size)
 
   c.input = ml_collections.ConfigDict()
   c.input.sampler = 'vince'       # vivi/input/vince_sampler.py
@@ -77,8 +73,14 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.schedule = dict(name='cosine', base_learning_rate=0.105, warmup_steps=0)
   c.num_train_steps = 286_000
 
+  if row:
+    c.input.frames_per_video = 1
+    c.input.batch_videos *= 4
+    c.input.same_frame = row == 'same_frame'
   if size:
-    common.tiny_schedule(c, learning_rate=0.1)
+    common.tiny_schedule(c, paper_lr=0.105, paper_images_per_step=224 * 4,
+                         images_per_video=c.input.frames_per_video,
+                         lr_multiplier=TINY_LR_MULTIPLIER)
     c.input.crop_area = (0.25, 1.0)
     c.objectives.vince.hidden = 512        # The ResNet-18 head of Appendix 1 ...
     c.objectives.vince.embedding_dim = 64  # ... and its 64-d embedding.
@@ -87,9 +89,4 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     # the anchor's own video among them as negatives (measured: the loss then drifts to
     # chance and the embeddings collapse, cosine 0.96 between any two).
     c.objectives.vince.memory_size = 128
-
-  if rows:
-    c.input.frames_per_video = 1
-    c.input.batch_videos *= 4
-    c.input.same_frame = rows[0] == 'same_frame'
   return c

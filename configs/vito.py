@@ -34,13 +34,12 @@ import ml_collections
 from configs import common
 
 
+TINY_LR_MULTIPLIER = 4   # The tiny run's learning rate: the rule times this (common.py).
+
+
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
-  tokens = [t for t in variant.split(',') if t]
-  ablation = 'no_attention' in tokens
-  size = [t for t in tokens if t != 'no_attention']
-  if size not in ([], ['tiny']):
-    raise ValueError(f"variant {variant!r} of configs/vito.py: want [tiny][,no_attention]")
-  c = common.base(size[0] if size else '')
+  size, ablation = common.parse_variant(variant, 'configs/vito.py', ('no_attention',))
+  c = common.base(size)
 
   c.input = ml_collections.ConfigDict()
   c.input.sampler = 'vito'        # vivi/input/vito_sampler.py
@@ -63,7 +62,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   if size:
     c.data.synthetic = dict(num_videos=400, image_size=64, seed=0, fps=4.0)
-    common.tiny_schedule(c, learning_rate=2.0)
+    common.tiny_schedule(c, paper_lr=3.2, paper_images_per_step=4096 * 3,
+                         images_per_video=c.input.num_views, lr_multiplier=TINY_LR_MULTIPLIER)
     c.objectives.vito.attention_hidden = 64
     c.objectives.vito.projector_hidden = 512
     c.objectives.vito.projection_dim = 64

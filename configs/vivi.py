@@ -35,9 +35,13 @@ import ml_collections
 
 from configs import common
 
+# The tiny run's learning rate: the linear-scaling rule times this (configs/common.py).
+TINY_LR_MULTIPLIER = 4
+
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
-  c = common.base(variant)
+  size, _ = common.parse_variant(variant, 'configs/vivi.py')
+  c = common.base(size)
 
   c.input = ml_collections.ConfigDict()
   c.input.sampler = 'vivi'        # vivi/input/samplers.py
@@ -66,10 +70,11 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
                     decay_factor=0.1, warmup_steps=0)
   c.num_train_steps = 120_000
 
-  if variant == 'tiny':
-    common.tiny_schedule(c, learning_rate=0.1)
+  if size == 'tiny':
     c.input.frames_per_shot = 4
+    common.tiny_schedule(c, paper_lr=0.8, paper_images_per_step=512 * 4 * 8,
+                         images_per_video=c.input.num_shots * c.input.frames_per_shot,
+                         lr_multiplier=TINY_LR_MULTIPLIER)
     c.input.crop_area = (0.25, 1.0)
     c.objectives.exemplar.embedding_dim = 128
-    c.schedule.boundaries = (300, 400)
   return c

@@ -38,26 +38,23 @@ Variants, comma-separated: a size ('' or 'tiny') and at most one Table 1 ablatio
 e.g. --config=configs/vivi_obj.py:tiny,random_boxes
 """
 
-from configs import vivi
+from configs import common, vivi
 
 ABLATIONS = ('random_boxes', 'random_labels', 'also_ce', 'ce_only', 'distill')
 
 
+TINY_LR_MULTIPLIER = vivi.TINY_LR_MULTIPLIER   # VIVI's tiny learning rate.
+
+
 def get_config(variant: str = ''):
-  tokens = [t for t in variant.split(',') if t]
-  size = [t for t in tokens if t not in ABLATIONS]
-  ablations = [t for t in tokens if t in ABLATIONS]
-  if len(size) > 1 or size not in ([], ['tiny']) or len(ablations) > 1:
-    raise ValueError(f'variant {variant!r} of configs/vivi_obj.py: want [tiny][,ablation] '
-                     f'with an ablation from {ABLATIONS}')
-  c = vivi.get_config(size[0] if size else '')
+  size, ablation = common.parse_variant(variant, 'configs/vivi_obj.py', ABLATIONS)
+  c = vivi.get_config(size)
   c.input.max_boxes = 5            # Section 4.1: "limit the number of objects ... to 5".
   c.input.min_box_score = 0.05     # "We discard objects with detection score below 0.05".
   c.objectives.object_triplet = dict(weight=5.0, margin=0.5)       # omega = 5.
   c.objectives.shot_infonce.weight = 0.04                           # beta = 0.04.
   num_labels = 10 if size else 600  # The synthetic world's classes; OpenImages V4.
 
-  ablation = ablations[0] if ablations else ''
   if ablation == 'random_boxes':
     c.input.random_boxes = True
   elif ablation == 'random_labels':

@@ -191,3 +191,31 @@ def test_retrieval_excludes_the_query_and_lonely_frames():
   ids = np.array([9, 1, 1, 2, 2])
   assert retrieval.frame_to_video_recall(x, ids, ks=(1, 2)) == {'recall@1': 0.75,
                                                                 'recall@2': 1.0}
+
+
+def test_color_histogram_equals_numpy_histogramdd():
+  from vivi.evaluate import baselines
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (5, 12, 10, 3), np.uint8)
+  images[0] = 255                                   # One bin only (the last).
+  got = baselines.color_histogram(images)
+  assert got.shape == (5, 64) and got.dtype == np.float32
+  edges = [np.arange(0, 257, 64)] * 3              # 4 bins per channel: [0,64), ... [192,256).
+  for image, hist in zip(images, got):
+    expected, _ = np.histogramdd(image.reshape(-1, 3).astype(np.float64), bins=edges)
+    np.testing.assert_allclose(hist, expected.ravel() / expected.sum(), rtol=1e-6)
+  assert got[0, 63] == 1.0
+  with pytest.raises(ValueError, match='uint8'):
+    baselines.color_histogram(images.astype(np.float32))
+
+
+def test_probe_table_standard_errors_and_marks():
+  from vivi.evaluate import synthetic_probe
+  assert synthetic_probe.standard_error(0.5, 1000) == pytest.approx(0.0158114, rel=1e-5)
+  table = synthetic_probe.format_table(
+      {'trained': {'class': 0.20, 'count': 0.13}, 'at init': {'class': 0.11, 'count': 0.11}},
+      {'class': 1000, 'count': 1000}, gain=('trained', 'at init'))
+  rows = {line.split()[0]: line for line in table.splitlines()[1:]}
+  # class: +0.09 with se sqrt(.2*.8/1000 + .11*.89/1000) = 0.0163 -> beyond 3 se.
+  assert rows['class'].rstrip().endswith('+0.090 ± 0.016 *')
+  assert rows['count'].rstrip().endswith('+0.020 ± 0.015')  # 1.3 se: not marked.

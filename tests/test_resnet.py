@@ -46,6 +46,56 @@ def test_feature_maps_of_every_stage(depth):
   assert out['pre_logits'].shape == (2, 2048)
 
 
+# (stem, stem_stride, image size) -> spatial size of 'stem', 'block1', ..., 'block4'.
+STEM_SIZES = {
+    ('imagenet', 1, 48): (12, 6, 3, 2, 2),
+    ('imagenet', 1, 64): (16, 8, 4, 2, 2),
+    ('imagenet', 1, 224): (56, 28, 14, 7, 7),
+    ('small', 1, 48): (48, 24, 12, 6, 6),
+    ('small', 1, 64): (64, 32, 16, 8, 8),
+    ('small', 1, 224): (224, 112, 56, 28, 28),
+    ('small', 2, 48): (24, 12, 6, 3, 3),
+    ('small', 2, 64): (32, 16, 8, 4, 4),
+    ('small', 2, 224): (112, 56, 28, 14, 14),
+}
+
+
+@pytest.mark.parametrize('stem,stride,size', list(STEM_SIZES))
+def test_feature_maps_of_every_stage_for_each_stem(stem, stride, size):
+  model = resnet_v2.ResNetV2(depth=14, width=0.5, stem=stem, stem_stride=stride)
+  out = jax.eval_shape(
+      lambda: model.init_with_output(jax.random.key(0), jnp.zeros((2, size, size, 3)))[0])
+  names = ('stem', 'block1', 'block2', 'block3', 'block4')
+  channels = (32, 128, 256, 512, 1024)
+  for name, s, c in zip(names, STEM_SIZES[stem, stride, size], channels):
+    assert out[name].shape == (2, s, s, c), (name, out[name].shape)
+  assert out['pre_logits'].shape == (2, 1024)
+
+
+def test_imagenet_stem_is_the_default_and_keeps_its_parameters():
+  assert resnet_v2.ResNetV2().stem == 'imagenet'
+  default = _abstract_vars(resnet_v2.ResNetV2(depth=14))
+  explicit = _abstract_vars(resnet_v2.ResNetV2(depth=14, stem='imagenet', stem_stride=2))
+  assert jax.tree.structure(default) == jax.tree.structure(explicit)
+  assert default['params']['stem_conv']['kernel'].shape == (7, 7, 3, 64)
+  assert default['params']['stem_conv']['bias'].shape == (64,)
+
+
+def test_small_stem_is_one_3x3_convolution_with_bias():
+  small = _abstract_vars(resnet_v2.ResNetV2(depth=14, stem='small'))['params']
+  imagenet = _abstract_vars(resnet_v2.ResNetV2(depth=14))['params']
+  assert small['stem_conv']['kernel'].shape == (3, 3, 3, 64)
+  assert small['stem_conv']['bias'].shape == (64,)
+  assert _count(imagenet) - _count(small) == (49 - 9) * 3 * 64  # Only the stem differs.
+
+
+def test_unknown_stem_and_stem_stride_are_clear_errors():
+  with pytest.raises(ValueError, match=r"model.stem must be one of \['imagenet', 'small'\]"):
+    _abstract_vars(resnet_v2.ResNetV2(depth=14, stem='cifar'))
+  with pytest.raises(ValueError, match='model.stem_stride'):
+    _abstract_vars(resnet_v2.ResNetV2(depth=14, stem='small', stem_stride=4))
+
+
 def test_unknown_depth_and_norm_are_clear_errors():
   with pytest.raises(ValueError, match='model.depth'):
     _abstract_vars(resnet_v2.ResNetV2(depth=34))

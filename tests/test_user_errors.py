@@ -20,6 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _tiny():
   config = vivi.get_config('tiny')
   config.model.width = 0.25
+  config.input.batch_videos = 8          # Values the messages below name.
+  config.schedule.base_learning_rate = 0.1
   return config
 
 

@@ -122,6 +122,11 @@ RESUMABLE_CHANGES = (
     'model.dtype', 'data.cache_dir', 'labelled.data_dir')
 
 
+# Config keys added after checkpoints were written, with the value those runs implicitly had.
+IMPLICIT_KEYS = {**{f'model.{k}': v for k, v in video_model.MODEL_KEY_DEFAULTS.items()},
+                 'input.masks': 'fh'}
+
+
 def _as_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
@@ -140,6 +145,8 @@ def config_changes(saved: dict, config: ml_collections.ConfigDict
   """{dotted key: (value in the checkpoint, value now)} of every key that differs ('<absent>'
   for a key only one side has)."""
   old, new = _flat(saved), _flat(_as_json(config))
+  # A key added to the configs after the checkpoint was written had its implicit value.
+  old.update({k: v for k, v in IMPLICIT_KEYS.items() if k in new and k not in old})
   absent = '<absent>'
   return {k: (old.get(k, absent), new.get(k, absent)) for k in sorted(set(old) | set(new))
           if old.get(k, absent) != new.get(k, absent)}
@@ -231,11 +238,6 @@ def _apply(module: resnet_v2.ResNetV2, variables: dict, images) -> dict:
   return module.apply(variables, video_model.normalize_images(images), train=False)
 
 
-def _encoder_module(model: dict) -> resnet_v2.ResNetV2:
-  return resnet_v2.ResNetV2(depth=model['depth'], width=model['width'], norm=model['norm'],
-                            num_groups=model['num_groups'], dtype=jnp.dtype(model['dtype']))
-
-
 def _training_manager(workdir: str) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'),
@@ -274,7 +276,7 @@ def restore_encoder(workdir: str, step: int | None = None, mesh=None) -> Encoder
   info = {'model': config.model.to_dict(), 'source': os.path.abspath(workdir), 'step': step,
           'objectives': sorted(config.objectives), 'input': INPUT,
           'input_dtype': 'uint8', 'input_range': [0, 255]}
-  return Encoder(_encoder_module(info['model']), variables, info)
+  return Encoder(video_model.build_encoder(info['model']), variables, info)
 
 
 def export_encoder(encoder: Encoder, out_dir: str) -> str:
@@ -296,7 +298,7 @@ def load_encoder(path: str, mesh=None) -> Encoder:
     raise FileNotFoundError(f'{path} is not an exported encoder: it has no {ENCODER_JSON}')
   with open(os.path.join(path, ENCODER_JSON)) as f:
     info = json.load(f)
-  module = _encoder_module(info['model'])
+  module = video_model.build_encoder(info['model'])
   shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
                                               train=False))
   sharding = parallel.replicated(mesh or parallel.make_mesh())

@@ -52,12 +52,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def _flag_error(message: str) -> str:
   """absl's message, without the traceback ml_collections embeds for a config file that
-  raised while loading (its last line is the exception)."""
-  if 'Traceback (most recent call last)' not in message:
+  raised a ValueError while loading (an unknown variant: its last line says it all). Any
+  other exception in a config file is a bug and keeps its traceback."""
+  lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+  if 'Traceback (most recent call last)' not in message or not lines[-1].startswith(
+      'ValueError'):
     return message.strip()
   head = message.split('Error whilst parsing config file', 1)[0].strip().rstrip(':')
-  last = [line.strip() for line in message.strip().splitlines() if line.strip()][-1]
-  return f'{head}: {last}'
+  return f'{head}: {lines[-1]}'
 
 
 def unknown_override(argv: list[str], flag: str = 'config') -> str | None:

@@ -23,7 +23,7 @@ import optax
 from vivi import errors, parallel
 from vivi import objectives as objectives_lib
 from vivi.input import samplers
-from vivi.models import resnet_v2, video_model
+from vivi.models import video_model
 
 
 @flax.struct.dataclass
@@ -40,9 +40,7 @@ class TrainState:
 
 
 def build_model(config: ml_collections.ConfigDict) -> video_model.VideoModel:
-  m = config.model
-  encoder = resnet_v2.ResNetV2(depth=m.depth, width=m.width, norm=m.norm,
-                               num_groups=m.num_groups, dtype=jnp.dtype(m.dtype))
+  encoder = video_model.build_encoder(config.model)
   objectives = objectives_lib.resolve(config.objectives)
   heads = {name: objectives_lib.get(name).make_head(cfg) for name, cfg in objectives.items()}
   return video_model.VideoModel(encoder=encoder, heads=heads,
@@ -126,7 +124,8 @@ def init_batch(config: ml_collections.ConfigDict, batch_videos: int | None = Non
   if config.labelled.dataset:
     l = config.labelled
     n = l.batch_size if batch_videos is None else max(batch_videos, 1)
-    batch['images'] = jnp.zeros((n,) + batch['frames'].shape[-3:], jnp.uint8)
+    size = config.input.image_size
+    batch['images'] = jnp.zeros((n, size, size, 3), jnp.uint8)
     batch['labels'] = jnp.zeros((n,), jnp.int32)
   return batch
 
@@ -151,8 +150,10 @@ def random_batch(config: ml_collections.ConfigDict, batch_videos: int | None = N
 
 def create_train_state(config, model, tx, rng) -> TrainState:
   # Initialise on a small batch with the real per-example shapes: parameters don't depend
-  # on the batch size, and this keeps init cheap at the paper's batch.
-  variables = model.init({'params': rng, 'objective': rng}, init_batch(config, 2), train=False)
+  # on the batch size, and this keeps init cheap at the paper's batch. Compiled: op by op,
+  # Flax's init of the tiny model takes ~25 s on the CPU.
+  init = jax.jit(lambda rngs, batch: model.init(rngs, batch, train=False))
+  variables = init({'params': rng, 'objective': rng}, init_batch(config, 2))
   memory_rng = jax.random.fold_in(rng, 1)
   params = variables['params']
   batch_stats = variables.get('batch_stats', {})

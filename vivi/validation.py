@@ -34,6 +34,7 @@ SAMPLER_COUNTS = {
     'vince': ('num_frames', 'frames_per_video'),
     'vito': ('num_views',),
     'detcon': ('num_masks',),
+    'none': (),
 }
 
 
@@ -86,6 +87,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _fail('model.depth', m.depth, f'valid depths: {list(resnet_v2.STAGE_SIZES)}')
   if m.norm not in ('batch', 'group_ws'):   # resnet_v2.Norm
     _fail('model.norm', m.norm, "valid: 'batch', 'group_ws'")
+  if m.stem not in resnet_v2.STEMS:
+    _fail('model.stem', m.stem, f'valid: {list(resnet_v2.STEMS)}')
+  if m.stem_stride not in (1, 2):
+    _fail('model.stem_stride', m.stem_stride, 'valid: 1, 2')
 
   i = config.input
   name = samplers.sampler_name(config)  # Unknown sampler: an error listing the valid ones.
@@ -97,7 +102,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for key in SAMPLER_COUNTS[name]:
     if not i[key] >= 1:
       _fail(f'input.{key}', i[key], f'the {name} sampler needs >= 1')
-  samplers.augmentations(config)        # Unknown augmentation preset.
+  if name == 'none' and not config.labelled.dataset:
+    raise errors.ConfigError("config.input.sampler='none' reads no videos: it trains on "
+                             'labelled images only, so set config.labelled.dataset')
+  if name != 'none':
+    samplers.augmentations(config)      # Unknown augmentation preset.
   if 'crop_area' in i and not 0 < i.crop_area[0] <= i.crop_area[1] <= 1:
     _fail('input.crop_area', tuple(i.crop_area), 'want (min, max) with 0 < min <= max <= 1')
   objectives.resolve(config.objectives)  # Unknown objective or key.
@@ -124,6 +133,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if p.tasks and not (p.num_train > 0 and p.num_test > 0):
     _fail('probe.num_train', (p.num_train, p.num_test), 'the probe needs training and test '
           'images (set probe.tasks=() to switch it off)')
+  if p.split not in ('test', 'validation'):
+    _fail('probe.split', p.split, "valid: 'test', 'validation'")
   if p.nn_videos < 0:
     _fail('probe.nn_videos', p.nn_videos, 'must be >= 0 (0 switches the object NN off)')
 
@@ -138,6 +149,8 @@ def check_dataset_path(config: ml_collections.ConfigDict) -> None:
   has a readable manifest."""
   from vivi.input import records
   dataset = config.data.dataset
+  if config.input.sampler == 'none':   # Labelled images only: no video dataset is read.
+    return
   if not dataset:
     raise errors.ConfigError("config.data.dataset is empty: set it to a folder of video "
                              "records (made by data/prepare_videos.py) or to 'synthetic'")

@@ -228,14 +228,12 @@ def _encoder_from_config(config, mesh):
   import jax
   import jax.numpy as jnp
   from vivi import checkpoint, parallel
-  from vivi.models import resnet_v2
+  from vivi.models import video_model
 
   if config.encoder_checkpoint:
     encoder = checkpoint.load_encoder(config.encoder_checkpoint, mesh)
     return encoder.module, encoder.variables
-  m = config.model
-  module = resnet_v2.ResNetV2(depth=m.depth, width=m.width, norm=m.norm,
-                              num_groups=m.num_groups, dtype=jnp.dtype(m.dtype))
+  module = video_model.build_encoder(config.model)
   variables = jax.jit(module.init, out_shardings=parallel.replicated(mesh))(
       jax.random.key(config.seed), jnp.zeros((1, config.image_size, config.image_size, 3)))
   return module, dict(variables)

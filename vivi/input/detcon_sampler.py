@@ -28,13 +28,22 @@ import tensorflow as tf
 from vivi.input import augment as augment_lib, records, segments as segments_lib
 
 
+MASKS = ('fh', 'whole_image')
+
+
 @dataclasses.dataclass(frozen=True)
 class DetconSampler:
   augment: tuple[augment_lib.AugmentConfig, augment_lib.AugmentConfig]  # view 0, view 1
   num_masks: int = 16             # M
   fh: segments_lib.FHConfig = dataclasses.field(default_factory=segments_lib.FHConfig)
+  # 'fh': Felzenszwalb-Huttenlocher segments (DetCon). 'whole_image': one mask covering the
+  # whole image, i.e. the same objective on whole images (the image-level baseline DetCon
+  # is compared against); with num_masks=1.
+  masks: str = 'fh'
 
   def __post_init__(self):
+    if self.masks not in MASKS:
+      raise ValueError(f'input.masks={self.masks!r}; valid: {MASKS}')
     if len(self.augment) != 2:
       raise ValueError(f'DetCon takes two views, got {len(self.augment)} augmentations')
     if self.augment[0].image_size != self.augment[1].image_size:
@@ -64,7 +73,10 @@ class DetconSampler:
     size = self.augment[0].image_size
     seeds = tf.random.experimental.stateless_split(seed, 3)
     image = tf.io.decode_jpeg(selected['jpeg'], channels=3)
-    labels = segments_lib.fh_segments(image, self.fh)
+    if self.masks == 'whole_image':
+      labels = tf.zeros(tf.shape(image)[:2], tf.int32)
+    else:
+      labels = segments_lib.fh_segments(image, self.fh)
     frames, view_labels = [], []
     for view, cfg in enumerate(self.augment):
       frame, window, flipped, _ = augment_lib.augment_decoded(image, seeds[view], cfg)

@@ -4,6 +4,8 @@
     'vince'   R2V2 frames, k anchors + k positives per video     vince_sampler.py
     'vito'    n views drawn marginally from a 2.56 s clip        vito_sampler.py
     'detcon'  two views of a frame + aligned FH segment masks    detcon_sampler.py
+    'none'    no videos: labelled images only (configs/supervised.py, the supervised
+              reference of the learning benchmark)
 
 `example_spec` gives the per-video arrays of each (what the model is initialised with);
 `build` makes the sampler from the config and the dataset's manifest.
@@ -17,7 +19,7 @@ import numpy as np
 from vivi import errors
 from vivi.input import augment, objects, records
 
-SAMPLERS = ('vivi', 'vince', 'vito', 'detcon')
+SAMPLERS = ('vivi', 'vince', 'vito', 'detcon', 'none')
 
 
 def sampler_name(config: ml_collections.ConfigDict) -> str:
@@ -34,6 +36,8 @@ def example_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple, ty
   i = config.input
   image = (i.image_size, i.image_size, 3)
   name = sampler_name(config)
+  if name == 'none':
+    return {}
   if name == 'vince':
     return {'frames': ((i.frames_per_video,) + image, np.uint8),
             'target_frames': ((i.frames_per_video,) + image, np.uint8)}
@@ -79,6 +83,8 @@ def build(config: ml_collections.ConfigDict, manifest: records.Manifest, folder:
   """The sampler of `config.input` for the dataset in `folder`."""
   i = config.input
   name = sampler_name(config)
+  if name == 'none':
+    return None
   if name == 'vince':
     from vivi.input import vince_sampler
     return vince_sampler.VinceSampler(
@@ -92,7 +98,8 @@ def build(config: ml_collections.ConfigDict, manifest: records.Manifest, folder:
   if name == 'detcon':
     from vivi.input import detcon_sampler, segments
     return detcon_sampler.DetconSampler(augment=augmentations(config, 2),
-                                        num_masks=i.num_masks, fh=segments.FHConfig(**i.fh))
+                                        num_masks=i.num_masks, fh=segments.FHConfig(**i.fh),
+                                        masks=i.masks)
   from vivi.input import vivi_sampler
   boxes = None
   if i.max_boxes:

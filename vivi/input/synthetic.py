@@ -554,14 +554,21 @@ def build_dataset(folder: str, *, num_videos: int, image_size: int, seed: int,
            range(k * videos_per_shard, min((k + 1) * videos_per_shard, num_videos)),
            seed, image_size, float(fps))
           for k in range(n) if not os.path.exists(os.path.join(folder, names[k]))]
-  per_shard = {}
+  per_shard, start = {}, time.time()
+
+  def progress(done):  # A line per shard: the build takes minutes on 2 cores.
+    for k, counts in done:
+      per_shard[k] = counts
+      print(f'  synthetic world: shard {len(per_shard)} of {len(jobs)} written '
+            f'({time.time() - start:.0f} s)', flush=True)
+
   if num_workers > 1 and len(jobs) > 1:
     # Forks: call this from a fresh process (the command line below; `ensure_dataset` runs
     # it as a subprocess), not from one that already runs JAX or TensorFlow threads.
     with multiprocessing.get_context('fork').Pool(min(num_workers, len(jobs))) as pool:
-      per_shard.update(pool.imap_unordered(_write_shard_job, jobs))
+      progress(pool.imap_unordered(_write_shard_job, jobs))
   else:
-    per_shard.update(map(_write_shard_job, jobs))
+    progress(map(_write_shard_job, jobs))
   for k in range(n):
     if k not in per_shard:
       per_shard[k] = _count_shard(os.path.join(folder, names[k]))

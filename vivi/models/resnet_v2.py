@@ -38,6 +38,8 @@ STAGE_SIZES = {
     101: (3, 4, 23, 3),
     152: (3, 8, 36, 3),
 }
+# The stems (`ResNetV2.stem`); see the module docstring.
+STEMS = ('imagenet', 'small')
 # Keras uses BatchNormalization(epsilon=1.001e-5); the converter relies on matching it.
 BN_EPSILON = 1.001e-5
 
@@ -141,9 +143,12 @@ class ResNetV2(nn.Module):
     width: width multiplier applied to every convolution (3 for the paper's "3x wider").
     norm: 'batch' or 'group_ws'.
     num_groups: groups of GroupNorm when norm='group_ws'.
+    stem: 'imagenet' (7x7/2 convolution + 3x3/2 max-pool, Keras' layout; the default) or
+      'small' (one 3x3 convolution of stride `stem_stride`, no max-pool; for small images).
+    stem_stride: stride of the 'small' stem's convolution, 1 or 2 (ignored by 'imagenet').
     dtype: computation dtype (parameters and normalisation stay float32).
 
-  Returns a dict: 'stem' (after the max-pool), 'block1'..'block4' (each stage's output,
+  Returns a dict: 'stem' (the stem's output, after the max-pool for 'imagenet'), 'block1'..'block4' (each stage's output,
   'block4' after the final norm + relu, i.e. what Keras' ResNet50V2(include_top=False)
   returns), and 'pre_logits' (global average of 'block4', [batch, 2048 * width]).
   """
@@ -151,20 +156,29 @@ class ResNetV2(nn.Module):
   width: float = 1.0
   norm: str = 'batch'
   num_groups: int = 32
+  stem: str = 'imagenet'
+  stem_stride: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     if self.depth not in STAGE_SIZES:
       raise ValueError(f'model.depth must be one of {list(STAGE_SIZES)}, got {self.depth!r}')
+    if self.stem not in STEMS:
+      raise ValueError(f'model.stem must be one of {list(STEMS)}, got {self.stem!r}')
+    if self.stem == 'small' and self.stem_stride not in (1, 2):
+      raise ValueError(f'model.stem_stride must be 1 or 2, got {self.stem_stride!r}')
     norm = functools.partial(Norm, kind=self.norm, num_groups=self.num_groups, train=train)
     conv = functools.partial(Conv, weight_std=self.norm == 'group_ws', dtype=self.dtype)
     w = lambda c: int(round(c * self.width))
 
-    x = conv(w(64), 7, 2, padding=3, use_bias=True, name='stem_conv')(images)
-    # Keras zero-pads the (un-activated) stem output before max-pooling; so do we.
-    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
+    if self.stem == 'imagenet':
+      x = conv(w(64), 7, 2, padding=3, use_bias=True, name='stem_conv')(images)
+      # Keras zero-pads the (un-activated) stem output before max-pooling; so do we.
+      x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
+    else:  # 'small': CIFAR-style, one 3x3 convolution (with bias, no activation), no pool.
+      x = conv(w(64), 3, self.stem_stride, padding=1, use_bias=True, name='stem_conv')(images)
     out = {'stem': x}
     for s, units in enumerate(STAGE_SIZES[self.depth]):
       stride = 1 if s == 3 else 2

@@ -15,12 +15,25 @@ when it carries labelled images (co-training), features['labelled'] holds their 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from vivi.models import box_features, resnet_v2
+
+# `config.model` keys added after checkpoints were written, with the value those checkpoints
+# implicitly had (an old encoder.json or training config without them means this).
+MODEL_KEY_DEFAULTS = {'stem': 'imagenet', 'stem_stride': 1}
+
+
+def build_encoder(model: Mapping[str, Any]) -> resnet_v2.ResNetV2:
+  """The ResNet v2 of `config.model` (or of the 'model' dict an encoder.json holds): the one
+  place an encoder is built from a config, for training, restoring and fine-tuning."""
+  m = {**MODEL_KEY_DEFAULTS, **dict(model)}
+  return resnet_v2.ResNetV2(depth=m['depth'], width=m['width'], norm=m['norm'],
+                            num_groups=m['num_groups'], stem=m['stem'],
+                            stem_stride=m['stem_stride'], dtype=jnp.dtype(m['dtype']))
 
 
 def normalize_images(images):
@@ -40,7 +53,8 @@ class VideoModel(nn.Module):
   target_heads: tuple[str, ...] = ()
 
   def __call__(self, batch: dict, train: bool = False, target: bool = False) -> dict:
-    features = self.encode(batch['frames'], train)
+    # No 'frames' when the run has labelled images only (input.sampler='none').
+    features = self.encode(batch['frames'], train) if 'frames' in batch else {}
     if 'boxes' in batch:
       features['box_features'] = box_features.gather(features['block4'], batch['boxes'])
     if 'images' in batch and not target:

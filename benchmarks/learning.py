@@ -1,0 +1,236 @@
+r"""Does each method learn? Every tiny config, the same budget, one world seed, one table.
+
+  python benchmarks/learning.py --world_seed=0                 # all rows, ~2-3 h here
+  python benchmarks/learning.py --world_seed=1 --out=docs/results_seed1.md
+  python benchmarks/learning.py --sweep                         # the learning-rate rule
+  python benchmarks/learning.py --runs=vivi,vivi_obj            # some rows only
+
+Each row is the README's main command for one tiny config (`python main.py
+--config=configs/<file>.py:<variant>`), run as its own process with the world seed set
+(`--config.data.synthetic.seed`), timed from start to exit (world build on first use,
+compilation, training and the probes included). Every config has the same budget: the
+images through the online encoder per step and the steps of configs/common.py (tiny). The
+rows: the encoder at initialisation, the colour-histogram baseline (no learning, no shape),
+each method and the papers' ablations, and the supervised ceiling (configs/supervised.py).
+Columns: the linear probes of the world's held-out tasks and the object nearest-neighbour
+fraction, each ± its binomial standard error, and the wall time. Then the papers' claims,
+each "holds" when the difference is beyond two standard errors of the difference, "does not
+hold" when it is beyond two in the other direction, "within noise" otherwise.
+
+`--sweep` runs each method's tiny config with its learning rate at 1, 4 and 16 times the
+paper's linear-scaling value (configs/common.py, tiny_schedule) and the probe's validation
+split (held-out training images; the test split is never rendered), and prints the
+multiplier with the best validation `class` accuracy: the rule every tiny config follows.
+
+Runs whose workdir already holds results are not run again (delete the folder to redo one):
+an interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from vivi.evaluate import synthetic_probe  # noqa: E402
+
+# Row name: (config file, variant). The order is the table's.
+RUNS = {
+    'vivi': ('VIVI', 'vivi', 'tiny'),
+    'vivi_obj': ('VIVI + objects (Ours)', 'vivi_obj', 'tiny'),
+    'also_ce': ('  also predict cross-entropy', 'vivi_obj', 'tiny,also_ce'),
+    'ce_only': ('  cross-entropy only', 'vivi_obj', 'tiny,ce_only'),
+    'random_boxes': ('  boxes at random coordinates', 'vivi_obj', 'tiny,random_boxes'),
+    'random_labels': ('  boxes and labels at random', 'vivi_obj', 'tiny,random_labels'),
+    'distill': ('  distilling a classifier', 'vivi_obj', 'tiny,distill'),
+    'vince': ('VINCE (multi-frame multi-pair)', 'vince', 'tiny'),
+    'vince_same_frame': ('  same frame', 'vince', 'tiny,same_frame'),
+    'vince_multi_frame': ('  multi-frame', 'vince', 'tiny,multi_frame'),
+    'vito': ('VITO', 'vito', 'tiny'),
+    'vito_no_attention': ('  no attention', 'vito', 'tiny,no_attention'),
+    'detcon': ('DetCon (FH masks)', 'detcon', 'tiny'),
+    'detcon_whole_image': ('  whole images', 'detcon', 'tiny,whole_image'),
+    'supervised': ('supervised (labels of class)', 'supervised', 'tiny'),
+}
+# The methods whose learning rate the sweep sets (their ablations inherit it).
+SWEPT = ('vivi', 'vivi_obj', 'vince', 'vito', 'detcon', 'supervised')
+MULTIPLIERS = (1, 4, 16)
+COLUMNS = ('class', 'count', 'position', 'orientation', 'size', 'object_nn')
+# (claim, paper, row a, row b, column): "a beats b on column".
+CLAIMS = (
+    ('object level beats VIVI on class', 'Romijnders et al. Table 2', 'vivi_obj', 'vivi',
+     'class'),
+    ('object level beats VIVI on the NN same-class fraction', 'Romijnders et al. Table 2',
+     'vivi_obj', 'vivi', 'object_nn'),
+    ('Ours beats VIVI', 'Romijnders et al. Table 1', 'vivi_obj', 'vivi', 'class'),
+    ('also cross-entropy beats VIVI', 'Romijnders et al. Table 1', 'also_ce', 'vivi',
+     'class'),
+    ('cross-entropy only beats VIVI', 'Romijnders et al. Table 1', 'ce_only', 'vivi',
+     'class'),
+    ('Ours beats random boxes', 'Romijnders et al. Table 1', 'vivi_obj', 'random_boxes',
+     'class'),
+    ('Ours beats random boxes and labels', 'Romijnders et al. Table 1', 'vivi_obj',
+     'random_labels', 'class'),
+    ('distillation beats VIVI', 'Romijnders et al. Table 1', 'distill', 'vivi', 'class'),
+    ('multi-frame multi-pair beats same frame', 'VINCE Table 3', 'vince',
+     'vince_same_frame', 'class'),
+    ('multi-frame multi-pair beats multi-frame', 'VINCE Table 3', 'vince',
+     'vince_multi_frame', 'class'),
+    ('attention pooling beats no attention', 'VITO Figure B.2', 'vito', 'vito_no_attention',
+     'class'),
+    ('FH masks beat whole images', 'DetCon (slides; Hénaff et al. 2021)', 'detcon',
+     'detcon_whole_image', 'class'),
+)
+
+
+def run(key: str, config: str, variant: str, workdir: str, args, overrides=()) -> dict:
+  """Runs one tiny config as the README's main command; returns its probe results."""
+  results = os.path.join(workdir, 'probe_results.json')
+  if os.path.exists(results):
+    with open(results) as f:
+      return json.load(f)
+  command = [sys.executable, os.path.join(ROOT, 'main.py'),
+             f'--config={os.path.join(ROOT, "configs", config)}.py:{variant}',
+             f'--workdir={workdir}', f'--config.data.synthetic.seed={args.world_seed}',
+             f'--config.data.cache_dir={args.cache_dir}', f'--config.seed={args.seed}',
+             f'--config.probe.seed={args.probe_seed}', *overrides]
+  print(f'[{time.strftime("%H:%M:%S")}] {key}: {" ".join(command[1:])}', flush=True)
+  start = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'log.txt'), 'w') as log:
+    done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+  if done.returncode:
+    raise RuntimeError(f'{key} failed (exit {done.returncode}); see {workdir}/log.txt')
+  with open(results) as f:
+    out = json.load(f)
+  out['wall_seconds'] = time.time() - start
+  with open(results, 'w') as f:
+    json.dump(out, f, indent=1)
+  print(f'  {key}: class {out["trained"].get("class", float("nan")):.3f} '
+        f'(init {out["init"].get("class", float("nan")):.3f}) in '
+        f'{out["wall_seconds"] / 60:.1f} min', flush=True)
+  return out
+
+
+def cell(value, n) -> str:
+  if value is None:
+    return '–'
+  return f'{value:.3f} ± {synthetic_probe.standard_error(value, n):.3f}'
+
+
+def results_table(rows: dict[str, dict]) -> str:
+  first = next(iter(rows.values()))
+  counts = first['counts']
+  lines = ['| row | ' + ' | '.join(COLUMNS) + ' | wall time |',
+           '| --- |' + ' --- |' * (len(COLUMNS) + 1)]
+  lines.append('| encoder at initialisation | ' + ' | '.join(
+      cell(first['init'].get(c), counts.get(c, 1)) for c in COLUMNS) + ' | – |')
+  hist = first.get('reference', {}).get('color_histogram', {})
+  lines.append('| colour histogram (no learning, no shape) | ' + ' | '.join(
+      cell(hist.get(c), counts.get(c, 1)) for c in COLUMNS) + ' | – |')
+  for key, r in rows.items():
+    init = r['init']
+    cells = []
+    for c in COLUMNS:
+      v = r['trained'].get(c)
+      if v is None:
+        cells.append('–')
+        continue
+      n = r['counts'].get(c, 1)
+      se = math.hypot(synthetic_probe.standard_error(v, n),
+                      synthetic_probe.standard_error(init[c], n))
+      mark = ' *' if v - init[c] > 3 * se else ''
+      cells.append(cell(v, n) + mark)
+    lines.append(f'| {RUNS[key][0].strip()} | ' + ' | '.join(cells) +
+                 f' | {r.get("wall_seconds", float("nan")) / 60:.1f} min |')
+  return '\n'.join(lines)
+
+
+def claims_table(rows: dict[str, dict]) -> str:
+  lines = ['| claim | paper | measured (a vs b) | difference | verdict |',
+           '| --- | --- | --- | --- | --- |']
+  for claim, paper, a, b, column in CLAIMS:
+    if a not in rows or b not in rows:
+      continue
+    va, vb = rows[a]['trained'][column], rows[b]['trained'][column]
+    n = rows[a]['counts'][column]
+    se = math.hypot(synthetic_probe.standard_error(va, n), synthetic_probe.standard_error(vb, n))
+    d = va - vb
+    verdict = 'holds' if d > 2 * se else 'does not hold' if d < -2 * se else 'within noise'
+    lines.append(f'| {claim} ({column}) | {paper} | {va:.3f} vs {vb:.3f} | {d:+.3f} ± '
+                 f'{se:.3f} | {verdict} |')
+  return '\n'.join(lines)
+
+
+def sweep(args) -> str:
+  lines = ['| method | ' + ' | '.join(f'×{m}' for m in MULTIPLIERS) + ' | chosen |',
+           '| --- |' + ' --- |' * (len(MULTIPLIERS) + 1)]
+  for key in [k for k in args.runs if k in SWEPT]:
+    _, config, variant = RUNS[key]
+    accuracy = {}
+    for m in MULTIPLIERS:
+      workdir = os.path.join(args.workdir_root, f'sweep_seed{args.world_seed}', f'{key}_x{m}')
+      r = run(f'{key} x{m}', config, variant, workdir, args,
+              overrides=[f'--config.probe.split=validation',
+                         f'--config.schedule.base_learning_rate={lr(config, variant) * m}',
+                         '--config.probe.tasks=("class",)', '--config.probe.nn_videos=0'])
+      accuracy[m] = r['trained']['class']
+    n = r['counts']['class']
+    best = max(accuracy, key=accuracy.get)
+    lines.append(f'| {key} | ' + ' | '.join(cell(accuracy[m], n) for m in MULTIPLIERS) +
+                 f' | ×{best} |')
+    print('\n'.join(lines[-1:]), flush=True)
+  return '\n'.join(lines)
+
+
+def lr(config: str, variant: str) -> float:
+  """The paper's linear-scaling learning rate of a tiny config (its multiplier removed)."""
+  import importlib
+  module = importlib.import_module(f'configs.{config}')
+  return module.get_config(variant).schedule.base_learning_rate / module.TINY_LR_MULTIPLIER
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--world_seed', type=int, default=0)
+  parser.add_argument('--seed', type=int, default=0, help='initialisation and data order')
+  parser.add_argument('--probe_seed', type=int, default=1)
+  parser.add_argument('--runs', default=','.join(RUNS),
+                      help=f'comma-separated, from {",".join(RUNS)}')
+  parser.add_argument('--sweep', action='store_true')
+  parser.add_argument('--workdir_root', default='/tmp/vivi_learning')
+  parser.add_argument('--cache_dir', default='~/.cache/vivi')
+  parser.add_argument('--out', help='write the Markdown tables here too')
+  args = parser.parse_args(argv)
+  args.runs = [r for r in args.runs.split(',') if r]
+  unknown = sorted(set(args.runs) - set(RUNS))
+  if unknown:
+    parser.error(f'unknown runs {unknown}; valid: {list(RUNS)}')
+  if args.sweep:
+    text = (f'## Learning-rate sweep, world seed {args.world_seed} (validation `class` '
+            f'accuracy)\n\n{sweep(args)}\n')
+  else:
+    rows = {}
+    for key in args.runs:
+      _, config, variant = RUNS[key]
+      workdir = os.path.join(args.workdir_root, f'seed{args.world_seed}', key)
+      rows[key] = run(key, config, variant, workdir, args)
+    text = (f'## World seed {args.world_seed} (probe seed {args.probe_seed}, init seed '
+            f'{args.seed})\n\n{results_table(rows)}\n\n* gain over the encoder at '
+            f'initialisation beyond three standard errors.\n\n### The papers\' claims\n\n'
+            f'{claims_table(rows)}\n')
+  print(text, flush=True)
+  if args.out:
+    with open(args.out, 'w') as f:
+      f.write(text)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,58 @@
+r"""The supervised reference: the same encoder trained with labels, no video.
+
+Paper-scale run (the supervised ImageNet baseline the VIVI papers compare against; ImageNet
+prepared in the user's TFDS data dir, nothing is downloaded):
+
+  python main.py --config=configs/supervised.py --workdir=/tmp/supervised \
+      --config.labelled.data_dir=/path/to/tfds
+
+  ResNet-50 v2, softmax cross-entropy of a linear classifier on the pooled representation;
+  the standard recipe of Goyal et al. 2017: batch 1024, SGD with momentum 0.9, learning rate
+  0.1 x 1024 / 256 = 0.4 after a 5-epoch warm-up, x0.1 at epochs 30, 60 and 80 of 90,
+  weight decay 1e-4; Inception crops and flips (the co-training augmentation).
+
+The synthetic world's ceiling (the `supervised` row of benchmarks/learning.py):
+
+  python main.py --config=configs/supervised.py:tiny --workdir=/tmp/supervised_tiny
+
+  The tiny encoder, image size, images per step, steps and schedule of every method's tiny
+  run (configs/common.py: tiny_schedule), trained on 10,000 labelled images of the world's
+  `class` task (rendered with seed 2; the probe's images use seed 1, so none is shared).
+  What the encoder reaches when the labels of the probe's task are given: a method's row is
+  read between the colour histogram and this one.
+"""
+
+import ml_collections
+
+from configs import common
+
+IMAGENET_EPOCH = 1_281_167
+TINY_LR_MULTIPLIER = 4   # The tiny run's learning rate: the rule times this (common.py).
+
+
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  size, _ = common.parse_variant(variant, 'configs/supervised.py')
+  c = common.base(size)
+  c.input = ml_collections.ConfigDict()
+  c.input.sampler = 'none'              # Labelled images only (vivi/input/samplers.py).
+  c.input.batch_videos = 1              # Unused without videos (kept for the checks).
+  c.input.image_size = 224
+  c.labelled.dataset = 'imagenet2012'
+  c.labelled.batch_size = 1024
+  c.objectives = ml_collections.ConfigDict()
+  c.objectives.supervised = dict(weight=1.0, num_classes=1000)
+  c.optimizer = dict(name='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4)
+  steps_per_epoch = IMAGENET_EPOCH // 1024
+  c.schedule = dict(name='piecewise', base_learning_rate=0.4, decay_factor=0.1,
+                    boundaries=tuple(e * steps_per_epoch for e in (30, 60, 80)),
+                    warmup_steps=5 * steps_per_epoch)
+  c.num_train_steps = 90 * steps_per_epoch
+
+  if size == 'tiny':
+    c.labelled.dataset = 'synthetic:class'
+    c.objectives.supervised.num_classes = 10
+    common.tiny_schedule(c, paper_lr=0.4, paper_images_per_step=1024, images_per_video=1,
+                         lr_multiplier=TINY_LR_MULTIPLIER)
+    c.labelled.batch_size = common.TINY_IMAGES_PER_STEP
+    c.input.batch_videos = 1
+  return c
