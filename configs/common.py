@@ -9,9 +9,9 @@ import ml_collections
 # image size and budget (`tiny_schedule`), so that their rows in benchmarks/learning.py
 # compare. The encoder was chosen by benchmarks/tiny_encoder.py (see README, "Learning").
 TINY_IMAGES_PER_STEP = 96   # Images through the online encoder per step, every method.
-TINY_STEPS = 450
-TINY_IMAGE_SIZE = 48
-TINY_MODEL = dict(depth=14, width=0.5, stem='small', stem_stride=1)
+TINY_STEPS = 1000
+TINY_IMAGE_SIZE = 64
+TINY_MODEL = dict(depth=14, width=0.25, stem='small', stem_stride=2, downsample='pool')
 
 
 def base(variant: str = '') -> ml_collections.ConfigDict:
@@ -38,6 +38,7 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   # 'small': one 3x3 convolution of stride stem_stride, no max-pool (small images).
   c.model.stem = 'imagenet'
   c.model.stem_stride = 1
+  c.model.downsample = 'stride'  # 'pool': stride-2 units max-pool instead (resnet_v2.py).
   c.model.dtype = 'float32'
   c.model.fsdp = False           # Shard parameters and optimiser state over devices
                                  # (parallel.state_shardings), e.g. for width 3.0.

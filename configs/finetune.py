@@ -76,6 +76,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.model.num_groups = 32
   c.model.stem = 'imagenet'
   c.model.stem_stride = 1
+  c.model.downsample = 'stride'  # 'pool': stride-2 units max-pool instead (resnet_v2.py).
   c.model.dtype = 'float32'
 
   if variant == 'tiny':

@@ -37,6 +37,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.input.sampler = 'none'              # Labelled images only (vivi/input/samplers.py).
   c.input.batch_videos = 1              # Unused without videos (kept for the checks).
   c.input.image_size = 224
+  c.input.crop_area = (0.08, 1.0)      # Inception crops (Szegedy et al. 2015), and flips.
   c.labelled.dataset = 'imagenet2012'
   c.labelled.batch_size = 1024
   c.objectives = ml_collections.ConfigDict()
@@ -55,4 +56,5 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
                          lr_multiplier=TINY_LR_MULTIPLIER)
     c.labelled.batch_size = common.TINY_IMAGES_PER_STEP
     c.input.batch_videos = 1
+    c.input.crop_area = (0.25, 1.0)    # As every tiny config's frames.
   return c

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 import numpy as np
 import pytest
 
@@ -94,6 +95,77 @@ def test_unknown_stem_and_stem_stride_are_clear_errors():
     _abstract_vars(resnet_v2.ResNetV2(depth=14, stem='cifar'))
   with pytest.raises(ValueError, match='model.stem_stride'):
     _abstract_vars(resnet_v2.ResNetV2(depth=14, stem='small', stem_stride=4))
+  with pytest.raises(ValueError, match=r"model.downsample must be one of \['stride', 'pool'\]"):
+    _abstract_vars(resnet_v2.ResNetV2(depth=14, downsample='blur'))
+
+
+@pytest.mark.parametrize('stem,stride,size', [('small', 2, 64), ('small', 2, 48),
+                                              ('imagenet', 1, 48), ('imagenet', 1, 224)])
+def test_pooled_downsampling_keeps_the_parameters_and_feature_map_sizes(stem, stride, size):
+  """downsample='pool' changes how units of stride 2 halve the map, not what they own or
+  the sizes they give (odd maps included: 3x3 -> 2x2 either way)."""
+  shapes = {}
+  for downsample in resnet_v2.DOWNSAMPLES:
+    model = resnet_v2.ResNetV2(depth=14, width=0.25, stem=stem, stem_stride=stride,
+                               downsample=downsample)
+    out, variables = jax.eval_shape(lambda: model.init_with_output(
+        jax.random.key(0), jnp.zeros((2, size, size, 3))))
+    shapes[downsample] = (jax.tree.map(lambda x: x.shape, variables),
+                          jax.tree.map(lambda x: x.shape, out))
+  assert shapes['pool'] == shapes['stride']
+
+
+class _Identity(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return x
+
+
+def _np_pool(x, reduce):
+  """2x2/2 pooling of [n, h, w, c] whose last window on an odd side holds what it has."""
+  n, h, w, c = x.shape
+  padded = np.full((n, h + h % 2, w + w % 2, c), np.nan)
+  padded[:, :h, :w] = x
+  windows = padded.reshape(n, padded.shape[1] // 2, 2, padded.shape[2] // 2, 2, c)
+  return reduce(windows, axis=(2, 4))
+
+
+def _np_conv3x3(x, kernel):
+  """Stride 1, zero padding 1: out[b, i, j] = sum_{di, dj} x[b, i + di - 1, j + dj - 1] k[di, dj]."""
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  h, w = x.shape[1:3]
+  return sum(padded[:, di:di + h, dj:dj + w] @ kernel[di, dj]
+             for di in range(3) for dj in range(3))
+
+
+@pytest.mark.parametrize('size,projection', [(6, True), (5, True), (6, False)])
+def test_pooled_unit_equals_a_numpy_reference(size, projection):
+  """A stride-2 unit with downsample='pool' (norms as the identity, to see the rest):
+  shortcut = [conv1x1](avgpool(relu(x)) or avgpool(x)); residual = conv1x1(maxpool(relu(
+  conv3x3(relu(conv1x1(relu(x))))))) -- ResNet-D's downsampling (He et al. 2019, 4.1)."""
+  filters, channels = 3, 12 if not projection else 5
+  unit = resnet_v2.BottleneckUnit(filters=filters, strides=2, projection=projection,
+                                  norm=_Identity, conv=resnet_v2.Conv, downsample='pool')
+  x = jax.random.normal(jax.random.key(0), (2, size, size, channels))
+  params = unit.init(jax.random.key(1), x)['params']
+  params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(2), p.shape) * 0.1,
+                        params)   # Non-zero biases.
+  got = np.asarray(unit.apply({'params': params}, x))
+
+  p = jax.tree.map(np.asarray, params)
+  x = np.asarray(x, np.float64)
+  relu = lambda v: np.maximum(v, 0)
+  preact = relu(x)
+  if projection:
+    shortcut = (_np_pool(preact, np.nanmean) @ p['shortcut_conv']['kernel'][0, 0]
+                + p['shortcut_conv']['bias'])
+  else:
+    shortcut = _np_pool(x, np.nanmean)
+  y = relu(preact @ p['conv1']['kernel'][0, 0])
+  y = _np_pool(relu(_np_conv3x3(y, p['conv2']['kernel'])), np.nanmax)
+  want = shortcut + y @ p['conv3']['kernel'][0, 0] + p['conv3']['bias']
+  assert got.shape == want.shape == (2, (size + 1) // 2, (size + 1) // 2, 4 * filters)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_depth_and_norm_are_clear_errors():

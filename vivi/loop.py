@@ -117,7 +117,7 @@ def make_labelled_input(config: ml_collections.ConfigDict, mesh):
         f'objectives.supervised.num_classes={config.objectives.supervised.num_classes} but '
         f'{l.dataset} has {classes} classes')
   return labelled.make_labelled_pipeline(
-      source, labelled.default_augment(config.input.image_size),
+      source, labelled.default_augment(config.input.image_size, config.input.crop_area),
       batch_size=l.batch_size // jax.process_count(), seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
 

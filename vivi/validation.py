@@ -91,6 +91,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _fail('model.stem', m.stem, f'valid: {list(resnet_v2.STEMS)}')
   if m.stem_stride not in (1, 2):
     _fail('model.stem_stride', m.stem_stride, 'valid: 1, 2')
+  if m.downsample not in resnet_v2.DOWNSAMPLES:
+    _fail('model.downsample', m.downsample, f'valid: {list(resnet_v2.DOWNSAMPLES)}')
 
   i = config.input
   name = samplers.sampler_name(config)  # Unknown sampler: an error listing the valid ones.

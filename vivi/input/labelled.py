@@ -80,9 +80,11 @@ class NotPreparedError(FileNotFoundError):
   """A TFDS data set is not in the data dir; this pipeline never downloads."""
 
 
-def default_augment(image_size: int) -> augment.AugmentConfig:
-  """The co-training augmentation of Romijnders et al.: Inception crop and flip, no colour."""
-  return augment.AugmentConfig(image_size=image_size, color=False)
+def default_augment(image_size: int, crop_area: tuple[float, float] = (0.05, 1.0)
+                    ) -> augment.AugmentConfig:
+  """The co-training augmentation of Romijnders et al.: Inception crop and flip, no colour
+  (crops of the run's `input.crop_area`, as its frames)."""
+  return augment.AugmentConfig(image_size=image_size, crop_area=tuple(crop_area), color=False)
 
 
 def _synthetic_task(source: LabelledSource) -> str | None:

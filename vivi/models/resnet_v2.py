@@ -14,6 +14,30 @@ with the stride on the *last* unit of stages 1-3 (Keras' convention; stage 4 kee
 resolution, so the output stride is 32). A final norm + relu follows the last stage
 (Keras' `post_bn`).
 
+Stems (`ResNetV2.stem`):
+  'imagenet' (the default) is the Keras stem above: output stride 4 before the stages, 32
+    overall. At 224 px block1..block4 are 28, 14, 7, 7; at 48 px they are 6, 3, 2, 2 and
+    at 64 px 8, 4, 2, 2, so on small images blocks 3 and 4 are 2x2 maps.
+  'small' is the stem of CIFAR ResNets (He et al. 2016, section 4.2): one 3x3 convolution
+    of stride `stem_stride` with bias and no activation (like the Keras stem; the first
+    unit's pre-activation follows) and no max-pool, so the output stride is 8 *
+    stem_stride. Stride 1: block1..block4 24, 12, 6, 6 at 48 px and 32, 16, 8, 8 at 64 px;
+    stride 2: 12, 6, 3, 3 at 48 px and 16, 8, 4, 4 at 64 px.
+  Both name their convolution 'stem_conv' (7x7 or 3x3 kernel), so checkpoints and the Keras
+  converter see the imagenet stem's parameters unchanged.
+Why (measured by benchmarks/tiny_encoder.py on this 2-core CPU: ResNet-14, trained with
+labels on the synthetic world's `class` task, 800 steps of 64, validation accuracy over 2
+seeds): 'small' with stride 2 at 64 px is the cheapest way to 4x4 blocks 3 and 4 (width
+0.5: 0.26 GFLOP per training image, forward + backward; width 0.25: 0.067, about the cost
+of 'imagenet' at 48 px, 0.059); stride 1 keeps 6x6 at 48 px but costs 0.59 GFLOP (width
+0.5), too slow for the tiny self-supervised runs. On accuracy the stem alone is not the
+limit: 'imagenet' at 48 px (0.29-0.36) and 'small'/2 at 64 px (0.26-0.30) both stay far
+below a plain 8-layer CNN (0.79-0.83), because the stages downsample by striding (the
+stride-2 3x3 convolution and the subsampling 1x1 shortcut): the same CNN with stride-2
+convolutions instead of max-pools falls to 0.29, and ResNet-14 'small'/2 at 64 px with
+units that downsample by pooling instead (max-pool after the 3x3 convolution,
+average-pooled shortcut) reaches 0.57-0.61 at 800 steps and 0.83-0.85 at 1,600.
+
 `norm='batch'` uses BatchNorm over the whole (global, sharded) batch; `norm='group_ws'`
 uses GroupNorm with weight-standardised convolutions (Qiao et al. 2019), which VIVI
 (VIVI, section 4) and Romijnders et al. (section 4.1) use for co-training.
@@ -40,6 +64,8 @@ STAGE_SIZES = {
 }
 # The stems (`ResNetV2.stem`); see the module docstring.
 STEMS = ('imagenet', 'small')
+# How units of stride 2 downsample (`BottleneckUnit.downsample`).
+DOWNSAMPLES = ('stride', 'pool')
 # Keras uses BatchNormalization(epsilon=1.001e-5); the converter relies on matching it.
 BN_EPSILON = 1.001e-5
 
@@ -112,25 +138,42 @@ class Norm(nn.Module):
 
 
 class BottleneckUnit(nn.Module):
-  """One pre-activation bottleneck unit (see module docstring)."""
+  """One pre-activation bottleneck unit (see module docstring).
+
+  `downsample` says how a unit of stride 2 halves the resolution: 'stride' (Keras) by the
+  3x3 convolution's stride and by keeping every other position in the shortcut; 'pool'
+  with the 3x3 convolution at stride 1 followed (after its norm and ReLU) by a 2x2/2
+  max-pool, and the shortcut average-pooled 2x2/2 before its 1x1 convolution (ResNet-D, He
+  et al. 2019, "Bag of tricks", section 4.1). Same parameters either way.
+  """
   filters: int
   strides: int
   projection: bool
   norm: Any
   conv: Any
+  downsample: str = 'stride'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    pooled = self.downsample == 'pool' and self.strides > 1
+    conv_stride = 1 if pooled else self.strides
+    # On an odd-sized map the last window is cut short: it averages (or maxes) the positions
+    # it has, not the padding.
+    avg_pool = lambda y: nn.avg_pool(y, (2, 2), (2, 2), padding='SAME', count_include_pad=False)
+    max_pool = lambda y: nn.max_pool(y, (2, 2), (2, 2), padding='SAME')
+    pool = lambda f, y: f(y) if pooled else y
     preact = nn.relu(self.norm(name='preact_norm')(x))
     if self.projection:
-      shortcut = self.conv(4 * self.filters, 1, self.strides, use_bias=True,
-                           name='shortcut_conv')(preact)
+      shortcut = self.conv(4 * self.filters, 1, conv_stride, use_bias=True,
+                           name='shortcut_conv')(pool(avg_pool, preact))
+    elif pooled:
+      shortcut = avg_pool(x)
     else:
       shortcut = x[:, ::self.strides, ::self.strides, :]
     y = self.conv(self.filters, 1, name='conv1')(preact)
     y = nn.relu(self.norm(name='norm1')(y))
-    y = self.conv(self.filters, 3, self.strides, padding=1, name='conv2')(y)
-    y = nn.relu(self.norm(name='norm2')(y))
+    y = self.conv(self.filters, 3, conv_stride, padding=1, name='conv2')(y)
+    y = pool(max_pool, nn.relu(self.norm(name='norm2')(y)))
     y = self.conv(4 * self.filters, 1, use_bias=True, name='conv3')(y)
     return shortcut + y
 
@@ -146,6 +189,7 @@ class ResNetV2(nn.Module):
     stem: 'imagenet' (7x7/2 convolution + 3x3/2 max-pool, Keras' layout; the default) or
       'small' (one 3x3 convolution of stride `stem_stride`, no max-pool; for small images).
     stem_stride: stride of the 'small' stem's convolution, 1 or 2 (ignored by 'imagenet').
+    downsample: 'stride' (Keras; the default) or 'pool' (see `BottleneckUnit`).
     dtype: computation dtype (parameters and normalisation stay float32).
 
   Returns a dict: 'stem' (the stem's output, after the max-pool for 'imagenet'), 'block1'..'block4' (each stage's output,
@@ -158,6 +202,7 @@ class ResNetV2(nn.Module):
   num_groups: int = 32
   stem: str = 'imagenet'
   stem_stride: int = 1
+  downsample: str = 'stride'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -168,6 +213,9 @@ class ResNetV2(nn.Module):
       raise ValueError(f'model.stem must be one of {list(STEMS)}, got {self.stem!r}')
     if self.stem == 'small' and self.stem_stride not in (1, 2):
       raise ValueError(f'model.stem_stride must be 1 or 2, got {self.stem_stride!r}')
+    if self.downsample not in DOWNSAMPLES:
+      raise ValueError(f'model.downsample must be one of {list(DOWNSAMPLES)}, got '
+                       f'{self.downsample!r}')
     norm = functools.partial(Norm, kind=self.norm, num_groups=self.num_groups, train=train)
     conv = functools.partial(Conv, weight_std=self.norm == 'group_ws', dtype=self.dtype)
     w = lambda c: int(round(c * self.width))
@@ -185,7 +233,8 @@ class ResNetV2(nn.Module):
       for u in range(units):
         x = BottleneckUnit(
             filters=w(64 * 2**s), strides=stride if u == units - 1 else 1,
-            projection=u == 0, norm=norm, conv=conv, name=f'stage{s + 1}_unit{u + 1}')(x)
+            projection=u == 0, norm=norm, conv=conv, downsample=self.downsample,
+            name=f'stage{s + 1}_unit{u + 1}')(x)
       if s == 3:
         x = nn.relu(norm(name='post_norm')(x))
       out[f'block{s + 1}'] = x

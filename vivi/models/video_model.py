@@ -24,7 +24,7 @@ from vivi.models import box_features, resnet_v2
 
 # `config.model` keys added after checkpoints were written, with the value those checkpoints
 # implicitly had (an old encoder.json or training config without them means this).
-MODEL_KEY_DEFAULTS = {'stem': 'imagenet', 'stem_stride': 1}
+MODEL_KEY_DEFAULTS = {'stem': 'imagenet', 'stem_stride': 1, 'downsample': 'stride'}
 
 
 def build_encoder(model: Mapping[str, Any]) -> resnet_v2.ResNetV2:
@@ -33,7 +33,8 @@ def build_encoder(model: Mapping[str, Any]) -> resnet_v2.ResNetV2:
   m = {**MODEL_KEY_DEFAULTS, **dict(model)}
   return resnet_v2.ResNetV2(depth=m['depth'], width=m['width'], norm=m['norm'],
                             num_groups=m['num_groups'], stem=m['stem'],
-                            stem_stride=m['stem_stride'], dtype=jnp.dtype(m['dtype']))
+                            stem_stride=m['stem_stride'], downsample=m['downsample'],
+                            dtype=jnp.dtype(m['dtype']))
 
 
 def normalize_images(images):
