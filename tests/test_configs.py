@@ -3,12 +3,17 @@ its full-size train step is shape-consistent at the paper's batch (jax.eval_shap
 not run)."""
 
 import importlib
+import math
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
+from configs import common
 from vivi import train
 from vivi.input import samplers
+from vivi.models import box_features, video_model
 
 VARIANTS = {
     'vivi': ['', 'tiny'],
@@ -91,3 +96,68 @@ def test_piecewise_boundaries_are_the_absolute_steps_the_config_names():
   config.schedule.warmup_steps = 0
   lr = train.learning_rate_schedule(config)
   assert [float(lr(k)) for k in (0, 299, 300, 400)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+
+
+TINY = [(n, v) for n, vs in VARIANTS.items() for v in vs if 'tiny' in v]
+METHODS = ('vivi', 'vivi_obj', 'vince', 'vito', 'detcon', 'supervised')
+
+
+def _images_per_step(config) -> int:
+  """Images through the online encoder in one step: the frames of the sampler's example
+  times the videos per step, or the labelled batch of a run without videos."""
+  spec = samplers.example_spec(config)
+  if not spec:
+    return config.labelled.batch_size
+  return config.input.batch_videos * math.prod(spec['frames'][0][:-3])
+
+
+@pytest.mark.parametrize('name,variant', TINY)
+def test_every_tiny_encoder_has_blocks_3_and_4_of_at_least_4x4(name, variant):
+  """The papers' spatial mechanisms (box columns, attention pooling over block 3 and 4,
+  masked pooling) need a grid: at the tiny size each of blocks 3 and 4 is at least 4x4."""
+  config = _config(name, variant)
+  encoder = video_model.build_encoder(config.model)
+  size = config.input.image_size
+  out = jax.eval_shape(lambda: encoder.init_with_output(
+      jax.random.key(0), jnp.zeros((2, size, size, 3)))[0])
+  for block in ('block3', 'block4'):
+    assert min(out[block].shape[1:3]) >= 4, (block, out[block].shape)
+
+
+def test_box_columns_at_the_tiny_size_differ_by_quadrant():
+  """At the tiny size boxes centred on a 4x4 lattice of the frame (four in each quadrant)
+  read 16 different block-4 columns (a 2x2 map, where each cell sees the whole image, has
+  only 4), each the column under the box's centre (Romijnders et al., Figure 3)."""
+  config = _config('vivi_obj', 'tiny')
+  size = config.input.image_size
+  encoder = video_model.build_encoder(config.model)
+  variables = encoder.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  grid = encoder.apply(variables, jax.random.uniform(jax.random.key(1), (1, size, size, 3)))
+  grid = np.asarray(grid['block4'])                         # [1, h, w, c]
+  h, w = grid.shape[1:3]
+  centres = [((i + 0.5) / 4, (j + 0.5) / 4) for i in range(4) for j in range(4)]
+  # (ymin, xmin, ymax, xmax), normalised: small boxes around each centre.
+  boxes = jnp.array([[[cy - 0.05, cx - 0.05, cy + 0.05, cx + 0.05] for cy, cx in centres]])
+  columns = np.asarray(box_features.gather(jnp.asarray(grid), boxes))[0]  # [16, c]
+  for k, (cy, cx) in enumerate(centres):
+    np.testing.assert_array_equal(columns[k], grid[0, int(cy * h), int(cx * w)])
+  assert len({column.tobytes() for column in columns}) == 16
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_tiny_learning_rate_follows_the_linear_scaling_rule(name):
+  """Every tiny run sees the same images per step for the same steps at the same size, and
+  its learning rate is the paper's scaled by the ratio of images per step (Goyal et al.
+  2017; BYOL's 0.2 x B / 256 for LARS) times the method's swept TINY_LR_MULTIPLIER."""
+  paper, tiny = _config(name), _config(name, 'tiny')
+  assert _images_per_step(tiny) == common.TINY_IMAGES_PER_STEP
+  assert tiny.num_train_steps == common.TINY_STEPS
+  assert tiny.input.image_size == common.TINY_IMAGE_SIZE
+  multiplier = importlib.import_module(f'configs.{name}').TINY_LR_MULTIPLIER
+  assert multiplier in (1, 4, 16)
+  rule = (paper.schedule.base_learning_rate * common.TINY_IMAGES_PER_STEP
+          / _images_per_step(paper))
+  assert tiny.schedule.base_learning_rate == pytest.approx(rule * multiplier, rel=1e-9)
+  # The paper's warm-up, as a fraction of the run.
+  assert (tiny.schedule.warmup_steps / tiny.num_train_steps == pytest.approx(
+      paper.schedule.warmup_steps / paper.num_train_steps, abs=1 / tiny.num_train_steps))

@@ -58,10 +58,12 @@ np.savez(out, losses=np.array([float(metrics[k]) for k in names]), loss_names=np
 STEP_CASES = {
     # shot_order exercises a head with its own rng too.
     # The encoder and learning rate that the 1-vs-8 tolerances below were measured with (the
-    # comparison is about the sharding, not about the tiny runs' encoder).
+    # comparison is about the sharding, not about the tiny runs' encoder; the tiny encoder's
+    # max-pools add kinks -- a max within float noise of a tie -- and it is checked by the
+    # target-network cases' looser tolerances below).
     'vivi': {'input.image_size': 32, 'objectives.shot_order': {'weight': 0.5},
-             'model.stem': 'imagenet', 'model.depth': 14, 'model.width': 0.5,
-             'schedule.base_learning_rate': 0.1},
+             'model.stem': 'imagenet', 'model.downsample': 'stride', 'model.depth': 14,
+             'model.width': 0.5, 'schedule.base_learning_rate': 0.1},
     'vince': {'input.image_size': 32},
     # 64 px: blocks 3 and 4 are 2x2 grids (1x1 at 32 px, where attention pooling is constant).
     'vito': {'input.image_size': 64},
