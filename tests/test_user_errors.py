@@ -46,7 +46,7 @@ BAD_CONFIGS = [
     ('input.augment', 'simclr', r"input.augment='simclr'; known"),
     ('input.num_shots', 0, r'input.num_shots=0: the vivi sampler needs >= 1'),
     ('input.crop_area', (0.5, 0.2), r'input.crop_area=\(0.5, 0.2\)'),
-    ('optimizer.name', 'adam', r"optimizer.name must be 'sgd' or 'lars', got 'adam'"),
+    ('optimizer.name', 'adam', r"optimizer.name must be one of \['sgd', 'lars', 'adamw'\], got 'adam'"),
     ('optimizer.momentum', 1.5, r'optimizer.momentum=1.5'),
     ('model.depth', 34, r'model.depth=34: valid depths'),
     ('model.norm', 'layer', r"model.norm='layer'"),

@@ -98,22 +98,29 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   return optax.join_schedules([warmup, decay], [s.warmup_steps])
 
 
+OPTIMIZERS = ('sgd', 'lars', 'adamw')
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """SGD with momentum and (coupled) L2 weight decay on convolution and dense kernels, or
+  """SGD with momentum and (coupled) L2 weight decay on convolution and dense kernels;
   LARS (You et al. 2017; the optimiser of BYOL and MoCLR, which VITO and DetCon follow) with
-  decay and trust ratio on kernels only, biases and normalisation parameters excluded."""
+  decay and trust ratio on kernels only, biases and normalisation parameters excluded; or
+  AdamW (Loshchilov & Hutter 2019; `optimizer.momentum` is its beta1) with decoupled decay
+  on kernels only, which no paper here uses: it is for short runs (README, "Learning")."""
   o = config.optimizer
   kernels = lambda params: jax.tree_util.tree_map_with_path(
       lambda path, _: path[-1].key == 'kernel', params)
+  schedule = learning_rate_schedule(config)
   if o.name == 'lars':
-    return optax.lars(learning_rate_schedule(config), weight_decay=o.weight_decay,
-                      weight_decay_mask=kernels, trust_ratio_mask=kernels,
-                      momentum=o.momentum, nesterov=o.nesterov)
+    return optax.lars(schedule, weight_decay=o.weight_decay, weight_decay_mask=kernels,
+                      trust_ratio_mask=kernels, momentum=o.momentum, nesterov=o.nesterov)
+  if o.name == 'adamw':
+    return optax.adamw(schedule, b1=o.momentum, weight_decay=o.weight_decay, mask=kernels)
   if o.name != 'sgd':
-    raise errors.ConfigError(f"optimizer.name must be 'sgd' or 'lars', got {o.name!r}")
-  return optax.chain(
-      optax.add_decayed_weights(o.weight_decay, mask=kernels),
-      optax.sgd(learning_rate_schedule(config), momentum=o.momentum, nesterov=o.nesterov))
+    raise errors.ConfigError(f'optimizer.name must be one of {list(OPTIMIZERS)}, got '
+                             f'{o.name!r}')
+  return optax.chain(optax.add_decayed_weights(o.weight_decay, mask=kernels),
+                     optax.sgd(schedule, momentum=o.momentum, nesterov=o.nesterov))
 
 
 def init_batch(config: ml_collections.ConfigDict, batch_videos: int | None = None) -> dict:
