@@ -33,7 +33,7 @@ import ml_collections
 from configs import common
 
 
-TINY_LR_MULTIPLIER = 4   # The tiny run's learning rate: the rule times this (common.py).
+TINY_LR_MULTIPLIER = 1   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -60,7 +60,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.num_train_steps = 312_500
 
   if size == 'tiny':
-    common.tiny_schedule(c, paper_lr=3.2, paper_images_per_step=4096 * 2, images_per_video=2,
+    common.tiny_schedule(c, images_per_video=2,
                          lr_multiplier=TINY_LR_MULTIPLIER)
     c.input.crop_area = (0.25, 1.0)
     c.input.num_masks = 8

@@ -27,7 +27,7 @@ import ml_collections
 from configs import common
 
 IMAGENET_EPOCH = 1_281_167
-TINY_LR_MULTIPLIER = 4   # The tiny run's learning rate: the rule times this (common.py).
+TINY_LR_MULTIPLIER = 1   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -52,7 +52,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   if size == 'tiny':
     c.labelled.dataset = 'synthetic:class'
     c.objectives.supervised.num_classes = 10
-    common.tiny_schedule(c, paper_lr=0.4, paper_images_per_step=1024, images_per_video=1,
+    common.tiny_schedule(c, images_per_video=1,
                          lr_multiplier=TINY_LR_MULTIPLIER)
     c.labelled.batch_size = common.TINY_IMAGES_PER_STEP
     c.input.batch_videos = 1

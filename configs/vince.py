@@ -46,7 +46,7 @@ import ml_collections
 from configs import common
 
 ROWS = ('same_frame', 'multi_frame')
-TINY_LR_MULTIPLIER = 4   # The tiny run's learning rate: the rule times this (common.py).
+TINY_LR_MULTIPLIER = 1   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -78,8 +78,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.input.batch_videos *= 4
     c.input.same_frame = row == 'same_frame'
   if size:
-    common.tiny_schedule(c, paper_lr=0.105, paper_images_per_step=224 * 4,
-                         images_per_video=c.input.frames_per_video,
+    common.tiny_schedule(c, images_per_video=c.input.frames_per_video,
                          lr_multiplier=TINY_LR_MULTIPLIER)
     c.input.crop_area = (0.25, 1.0)
     c.objectives.vince.hidden = 512        # The ResNet-18 head of Appendix 1 ...

@@ -34,7 +34,7 @@ import ml_collections
 from configs import common
 
 
-TINY_LR_MULTIPLIER = 4   # The tiny run's learning rate: the rule times this (common.py).
+TINY_LR_MULTIPLIER = 1   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -62,8 +62,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   if size:
     c.data.synthetic = dict(num_videos=400, image_size=64, seed=0, fps=4.0)
-    common.tiny_schedule(c, paper_lr=3.2, paper_images_per_step=4096 * 3,
-                         images_per_video=c.input.num_views, lr_multiplier=TINY_LR_MULTIPLIER)
+    common.tiny_schedule(c, images_per_video=c.input.num_views, lr_multiplier=TINY_LR_MULTIPLIER)
     c.objectives.vito.attention_hidden = 64
     c.objectives.vito.projector_hidden = 512
     c.objectives.vito.projection_dim = 64

@@ -35,8 +35,7 @@ import ml_collections
 
 from configs import common
 
-# The tiny run's learning rate: the linear-scaling rule times this (configs/common.py).
-TINY_LR_MULTIPLIER = 4
+TINY_LR_MULTIPLIER = 1   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -72,8 +71,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   if size == 'tiny':
     c.input.frames_per_shot = 4
-    common.tiny_schedule(c, paper_lr=0.8, paper_images_per_step=512 * 4 * 8,
-                         images_per_video=c.input.num_shots * c.input.frames_per_shot,
+    common.tiny_schedule(c, images_per_video=c.input.num_shots * c.input.frames_per_shot,
                          lr_multiplier=TINY_LR_MULTIPLIER)
     c.input.crop_area = (0.25, 1.0)
     c.objectives.exemplar.embedding_dim = 128

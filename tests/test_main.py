@@ -25,7 +25,8 @@ def _command(workdir, cache, steps, processes=1):
                '--devices_per_process=1', '--']
   return launch + [os.path.join(ROOT, 'main.py'), '--config',
           os.path.join(ROOT, 'configs/vivi_obj.py') + ':tiny', '--workdir', workdir,
-          f'--config.num_train_steps={steps}', '--config.checkpoint_every_steps=3',
+          f'--config.num_train_steps={steps}', '--config.schedule.warmup_steps=2',
+          '--config.checkpoint_every_steps=3',
           '--config.log_every_steps=3', '--config.probe.every_steps=1000',
           '--config.probe.num_train=100', '--config.probe.num_test=50',
           '--config.probe.tasks=("class",)', '--config.probe.nn_videos=4',

@@ -32,7 +32,7 @@ config.input.batch_videos, config.schedule.warmup_steps = 8, 0
 # The encoder and learning rate the tolerances below were measured with (gloo's all-reduce
 # sums in another order than one process does; three steps amplify that float noise).
 config.model.stem, config.model.downsample = 'imagenet', 'stride'
-config.schedule.base_learning_rate = 0.1
+config.optimizer.name, config.schedule.base_learning_rate = 'sgd', 0.1
 model, tx = train.build_model(config), train.make_optimizer(config)
 mesh = parallel.make_mesh()
 state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)), mesh)

@@ -262,6 +262,7 @@ def test_vivi_tiny_trains_on_records_prepared_from_the_clips(clips, tmp_path):
       [sys.executable, os.path.join(root, 'main.py'), '--config',
        os.path.join(root, 'configs/vivi.py') + ':tiny', '--workdir', workdir,
        f'--config.data.dataset={out}', '--config.num_train_steps=3',
+       '--config.schedule.warmup_steps=1',
        '--config.input.batch_videos=2', '--config.input.num_shots=2',
        '--config.input.frames_per_shot=2', '--config.input.image_size=32',
        '--config.data.shuffle_buffer=4', '--config.log_every_steps=1',
