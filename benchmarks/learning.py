@@ -214,7 +214,7 @@ def main(argv=None) -> None:
             f'accuracy)\n\n{sweep(args)}\n')
   else:
     rows = {}
-    for key in args.runs:
+    for key in [k for k in RUNS if k in args.runs]:   # The table's order.
       _, config, variant = RUNS[key]
       workdir = os.path.join(args.workdir_root, f'seed{args.world_seed}', key)
       rows[key] = run(key, config, variant, workdir, args)
