@@ -61,9 +61,8 @@ RUNS = {
     'detcon_whole_image': ('  whole images', 'detcon', 'tiny,whole_image'),
     'supervised': ('supervised (labels of class)', 'supervised', 'tiny'),
 }
-# The methods whose learning rate the sweep sets (their ablations inherit it; the object
-# level keeps VIVI's, so that Romijnders et al.'s comparisons are at one learning rate).
-SWEPT = ('vivi', 'vince', 'vito', 'detcon', 'supervised')
+# The methods whose learning rate the sweep sets (their ablations inherit it).
+SWEPT = ('vivi', 'vivi_obj', 'vince', 'vito', 'detcon', 'supervised')
 MULTIPLIERS = common.TINY_LR_MULTIPLIERS
 COLUMNS = ('class', 'count', 'position', 'orientation', 'size', 'object_nn')
 # (claim, paper, row a, row b, column): "a beats b on column".

@@ -24,8 +24,8 @@ Smoke run on the synthetic world:
 
   python main.py --config=configs/detcon.py:tiny --workdir=/tmp/detcon_tiny
 
-  48 px views: the ResNet's final grid is 2x2, so masks pool from four cells weighted by
-  how much of each cell they cover; coarse, but the whole path runs.
+  The tiny runs' encoder at 64 px: masks pool from the 4x4 block-4 grid, each cell
+  weighted by how much of it the mask covers.
 """
 
 import ml_collections

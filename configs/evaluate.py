@@ -5,7 +5,7 @@ r"""Evaluation suites for a trained encoder (`evaluate.py`, vivi/evaluate/suite.
       --config.data_dir=~/tensorflow_datasets
 
 Variants:
-  synthetic  everything on the synthetic world, at the tiny runs' 48 px: linear probe and
+  synthetic  everything on the synthetic world, at the tiny runs' image size: linear probe and
              kNN on pooled features (block 4 averaged), the probe also on pooled block 3;
              VTAB-1k protocol with steps scaled by 0.01 on three synthetic tasks (3 runs,
              median), pm-k robustness on held-out video frames, the object
@@ -21,11 +21,13 @@ Results: <workdir>/eval/step_<N>/{results.md, <evaluator>.json, *.png} and Tenso
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 1
-  c.image_size = 48
+  c.image_size = common.TINY_IMAGE_SIZE   # The tiny runs' images (their blocks 3, 4: 4x4).
   c.data_dir = ''        # TFDS data (tfds/<name> datasets, VTAB tasks); never downloaded.
   c.num_train = 2000     # Probe / kNN examples per split (synthetic tasks are rendered).
   c.num_test = 1000

@@ -25,10 +25,10 @@ Smoke run on the synthetic world (no data needed):
   python -m vivi.evaluate.vtab --config=configs/finetune.py:tiny \
       [--config.encoder_checkpoint=/tmp/vivi_tiny_encoder]
 
-  The protocol end to end on `synthetic/class` at 48 px with steps x0.01 (settings of
-  100 and 25 steps, decays every 30 and 8 steps), batch 32, 1 run. Without an
-  encoder_checkpoint the encoder is `model` (ResNet-14 v2, width 1/2, VIVI's tiny size) at
-  random initialisation, VTAB's from-scratch baseline. BatchNorm statistics are
+  The protocol end to end on `synthetic/class` at the tiny runs' image size with steps
+  x0.01 (settings of 100 and 25 steps, decays every 30 and 8 steps), batch 32, 1 run.
+  Without an encoder_checkpoint the encoder is `model` (configs/common.py TINY_MODEL, the
+  tiny runs' encoder) at random initialisation, VTAB's from-scratch baseline. BatchNorm statistics are
   re-estimated after each fine-tuning (`recalibrate_batch_stats`): 25-100 steps are too few
   for the running averages (momentum 0.99) to forget their initial values. Prints each
   setting's val200 accuracy, the chosen one and the test accuracy (about 1.5 min on 2 CPU
@@ -41,6 +41,8 @@ Variants: '' (paper), 'tiny'. Any key can be overridden: --config.num_runs=12.
 """
 
 import ml_collections
+
+from configs import common
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -81,15 +83,14 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   if variant == 'tiny':
     c.task = 'synthetic/class'
-    c.image_size = 48
+    c.image_size = common.TINY_IMAGE_SIZE
     c.num_test = 500
     c.batch_size = 32
     c.step_scale = 0.01
     c.num_runs = 1
     c.augment = ''
     c.recalibrate_batch_stats = True
-    c.model.depth = 14
-    c.model.width = 0.5
+    c.model.update(common.TINY_MODEL)   # The tiny runs' encoder.
   elif variant:
     raise ValueError(f"unknown variant {variant!r}; use '' (paper) or 'tiny'")
   return c

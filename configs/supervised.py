@@ -19,7 +19,8 @@ The synthetic world's ceiling (the `supervised` row of benchmarks/learning.py):
   run (configs/common.py: tiny_schedule), trained on 10,000 labelled images of the world's
   `class` task (rendered with seed 2; the probe's images use seed 1, so none is shared).
   What the encoder reaches when the labels of the probe's task are given: a method's row is
-  read between the colour histogram and this one.
+  read between the colour histogram and this one. Expected (world seed 0, validation split,
+  docs/results.md): 0.86 `class` accuracy at its swept learning rate (x4).
 """
 
 import ml_collections
@@ -27,7 +28,7 @@ import ml_collections
 from configs import common
 
 IMAGENET_EPOCH = 1_281_167
-TINY_LR_MULTIPLIER = 1   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
+TINY_LR_MULTIPLIER = 4   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -56,5 +57,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
                          lr_multiplier=TINY_LR_MULTIPLIER)
     c.labelled.batch_size = common.TINY_IMAGES_PER_STEP
     c.input.batch_videos = 1
-    c.input.crop_area = (0.25, 1.0)    # As every tiny config's frames.
+    # Flips only, the recipe with which benchmarks/tiny_encoder.py chose the tiny encoder
+    # (0.84 validation accuracy in this budget; with crops of 25-100% of the image, which cut
+    # the centred object, 0.60 on the test split): the ceiling is the best labelled run.
+    c.input.crop_area = (1.0, 1.0)
   return c

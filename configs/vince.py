@@ -30,9 +30,9 @@ Smoke run on the synthetic world:
 
   python main.py --config=configs/vince.py:tiny --workdir=/tmp/vince_tiny
 
-  ResNet-14 v2 at width 1/2, 48 px crops of 64 px frames (crops cover >= 25% of the
-  frame, as in the other tiny configs), 8 videos x k=4 per step, a queue of 128 keys,
-  450 steps. Prints the probe table (trained vs init).
+  The tiny runs' encoder, image size, budget and optimiser (configs/common.py), crops
+  covering at least 25% of the frame, k=4 frames of 24 videos per step, a queue of 128
+  keys. Prints the probe table (trained vs init).
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 3 row:
   same_frame    k=1, the positive is the anchor's frame augmented again ("Same Frame", MoCo)

@@ -20,13 +20,12 @@ Smoke run on the embedded synthetic world (a few minutes on 2 CPU cores):
 
   python main.py --config=configs/vivi.py:tiny --workdir=/tmp/vivi_tiny
 
-  A ResNet-14 v2 (one unit per stage, width 1/2) on 48 px crops of 64 px synthetic
-  frames, 8 videos x 4 shots x 4 frames per step, 450 steps. Crops cover at least 25% of
-  the frame (a 5% crop of a 64 px frame is a 14 px patch). Prints the linear probe
-  accuracies of the trained encoder and of the encoder at initialisation on the synthetic
-  world's held-out tasks. Measured (README.md): 450 steps leave the probes near their
-  values at initialisation; 2,000 steps (~25 min) raise `class` and `count` a little and
-  lower `position`.
+  The tiny runs' encoder, image size, budget and optimiser (configs/common.py: 64 px crops
+  covering at least 25% of a frame, 96 frames = 6 videos x 4 shots x 4 frames per step,
+  1,000 steps, AdamW). Prints the linear probe accuracies of the trained encoder and of the
+  encoder at initialisation on the synthetic world's held-out tasks. Measured (world seed
+  0, docs/results.md): count, position and size rise beyond three standard errors, `class`
+  does not (+0.03).
 
 Variants: '' (paper), 'tiny'. Any key can be overridden: --config.model.width=3.
 """

@@ -43,7 +43,7 @@ from configs import common, vivi
 ABLATIONS = ('random_boxes', 'random_labels', 'also_ce', 'ce_only', 'distill')
 
 
-TINY_LR_MULTIPLIER = vivi.TINY_LR_MULTIPLIER   # VIVI's tiny learning rate.
+TINY_LR_MULTIPLIER = 1   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
 
 
 def get_config(variant: str = ''):
@@ -53,6 +53,9 @@ def get_config(variant: str = ''):
   c.input.min_box_score = 0.05     # "We discard objects with detection score below 0.05".
   c.objectives.object_triplet = dict(weight=5.0, margin=0.5)       # omega = 5.
   c.objectives.shot_infonce.weight = 0.04                           # beta = 0.04.
+  if size:  # Its own learning rate by the tiny runs' rule; the ablations below share it.
+    common.tiny_schedule(c, images_per_video=c.input.num_shots * c.input.frames_per_shot,
+                         lr_multiplier=TINY_LR_MULTIPLIER)
   num_labels = 10 if size else 600  # The synthetic world's classes; OpenImages V4.
 
   if ablation == 'random_boxes':
