@@ -96,8 +96,12 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
   assert int(one.pop('devices')) == int(two.pop('devices')) == 8
   assert log.count("restored the other layout's checkpoint") == 2  # Both processes.
   np.testing.assert_allclose(two.pop('losses'), one.pop('losses'), rtol=1e-5)
-  for key in one:  # Same devices and program: the step is the same computation.
-    np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  # Same devices and program, but the two processes' all-reduce sums in another order than
+  # one process's: after three SGD steps at lr 0.1 the weights (~0.05) differ by up to
+  # 2.3e-6 on some machines (measured here, on the code of the last passing CI too); a
+  # wrong sharding differs by lr x gradient, ~1e-2.
+  for key in one:
+    np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-5, err_msg=key)
   # And 2 x 4's checkpoint restores in this test's own process (one process, its devices).
   from vivi import checkpoint
   restored, _, _ = checkpoint.restore_training(two_dir)
