@@ -29,8 +29,9 @@ Smoke run on the synthetic world (no data needed):
   x0.01 (settings of 100 and 25 steps, decays every 30 and 8 steps), batch 32, 1 run.
   Without an encoder_checkpoint the encoder is `model` (configs/common.py TINY_MODEL, the
   tiny runs' encoder) at random initialisation, VTAB's from-scratch baseline. BatchNorm
-  statistics are re-estimated after each fine-tuning (`recalibrate_batch_stats`): 25-100 steps are too few
-  for the running averages (momentum 0.99) to forget their initial values. Prints each
+  statistics are re-estimated after each fine-tuning (`recalibrate_batch_stats`): 25-100
+  steps are too few for the running averages (momentum 0.99) to forget their initial
+  values. Prints each
   setting's val200 accuracy, the chosen one and the test accuracy (about 1.5 min on 2 CPU
   cores). It checks the machinery, it measures nothing: from a random encoder the
   accuracies stay at chance (measured: 10.6% test; with --config.step_scale=0.05, i.e.
