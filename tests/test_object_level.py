@@ -10,7 +10,7 @@ import references
 from configs import vivi, vivi_obj
 from vivi import objectives
 from vivi.models import box_features
-from vivi.objectives import (distillation, metric_learning, object_classification,
+from vivi.objectives import (distillation, losses, object_classification,
                              object_triplet, supervised)
 
 
@@ -73,18 +73,18 @@ def test_object_triplet_gradient_and_decrease_as_classes_separate():
   batch = {'box_labels': jnp.asarray(labels), 'box_valid': jnp.asarray(valid)}
   fn = lambda f: object_triplet.loss(object_triplet.make_head(None).apply(
       {}, {'box_features': f}, {}, True), batch, _cfg('object_triplet'))[0]
-  losses = []
+  values = []
   for spread in (2.0, 1.0, 0.3, 0.05):
     f = jnp.asarray(centres[labels] + spread * noise, jnp.float32)
-    losses.append(float(fn(f)))
+    values.append(float(fn(f)))
     assert np.all(np.isfinite(jax.grad(fn)(f)))
-  assert losses == sorted(losses, reverse=True) and losses[-1] < 0.2 * losses[0], losses
+  assert values == sorted(values, reverse=True) and values[-1] < 0.2 * values[0], values
 
 
 def test_nearest_neighbour_agreement_matches_reference():
   feats, labels, valid = _box_batch(4)
   e, l, v = feats.reshape(-1, 16), labels.ravel(), valid.ravel()
-  np.testing.assert_allclose(metric_learning.nearest_neighbour_agreement(e, l, v),
+  np.testing.assert_allclose(losses.nearest_neighbour_agreement(e, l, v),
                              references.nearest_neighbour_agreement(e, l, v), rtol=1e-6)
 
 
@@ -100,8 +100,8 @@ def test_object_classification_is_binary_cross_entropy_over_the_label_space():
       np.asarray(out['logits']).reshape(-1, 4), labels.ravel(), valid.ravel()), rtol=1e-5)
   fn = lambda z: object_classification.loss({'logits': z}, batch, cfg)[0]
   right = jax.nn.one_hot(labels, 4) * 2 - 1
-  losses = [float(fn(s * right)) for s in (0.0, 1.0, 4.0)]
-  assert losses == sorted(losses, reverse=True)
+  values = [float(fn(s * right)) for s in (0.0, 1.0, 4.0)]
+  assert values == sorted(values, reverse=True)
   assert np.all(np.isfinite(jax.grad(fn)(jnp.zeros(labels.shape + (4,)))))
 
 
@@ -114,8 +114,8 @@ def test_distillation_is_cross_entropy_on_soft_labels():
   np.testing.assert_allclose(loss, references.soft_cross_entropy(logits.reshape(-1, 5),
                                                                  p.reshape(-1, 5)), rtol=1e-5)
   fn = lambda z: distillation.loss({'logits': z}, {'soft_labels': p}, cfg)[0]
-  losses = [float(fn(jnp.log(jnp.asarray(p)) * s)) for s in (0.0, 0.5, 1.0)]
-  assert losses == sorted(losses, reverse=True)  # Minimised at the soft labels themselves.
+  values = [float(fn(jnp.log(jnp.asarray(p)) * s)) for s in (0.0, 0.5, 1.0)]
+  assert values == sorted(values, reverse=True)  # Minimised at the soft labels themselves.
   assert np.all(np.isfinite(jax.grad(fn)(jnp.asarray(logits))))
   with pytest.raises(ValueError, match='soft labels'):
     distillation.loss({'logits': logits}, {}, cfg)

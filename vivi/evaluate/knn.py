@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+  """Rows of x as float32 unit vectors (the evaluators' one L2 normalisation)."""
   x = np.asarray(x, np.float32)
   # The floor keeps an all-zero feature (e.g. a dead ReLU column) finite instead of NaN.
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
@@ -38,7 +39,7 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
   if k < 1 or temperature <= 0 or batch_size < 1:
     raise ValueError(f'need k >= 1, temperature > 0, batch_size >= 1; got {k}, '
                      f'{temperature}, {batch_size}')
-  train, test = _normalise(train_x), _normalise(test_x)
+  train, test = l2_normalize(train_x), l2_normalize(test_x)
   k = min(k, len(train))
   out = np.empty((len(test),), np.int64)
   for start in range(0, len(test), batch_size):

@@ -5,41 +5,40 @@ For boxes of held-out frames, the fraction whose nearest neighbour in representa
 the same detector class label. The object level is meant to raise it.
 
 The held-out set is rendered from the synthetic world with a seed no training set uses:
-frames at the probe's resolution with their detector annotations, filtered as training
-filters them (score >= 0.05, top 5 per frame).
+frames at the probe's resolution with their detector annotations, filtered by the training
+pipeline's own filter (`objects.select_boxes`: score >= 0.05, top 5 per frame).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 
-from vivi.evaluate import linear_probe
-from vivi.input import synthetic
+from vivi.evaluate import knn, linear_probe
+from vivi.input import objects, records, synthetic
 from vivi.models import box_features, video_model
-from vivi.objectives import metric_learning
+from vivi.objectives import losses
 
 HELD_OUT_SEED_OFFSET = 10_007  # Keeps the held-out videos apart from any training seed.
 
 
-def held_out_boxes(num_videos: int, frames_per_video: int, *, image_size: int, seed: int,
-                   max_boxes: int = 5, min_score: float = 0.05) -> dict[str, np.ndarray]:
+def held_out_boxes(num_videos: int, frames_per_video: int, *, image_size: int,
+                   seed: int) -> dict[str, np.ndarray]:
   """Frames uint8 [N, S, S, 3] with 'boxes' [N, B, 4], 'labels' [N, B], 'valid' [N, B]."""
-  frames, boxes, labels, valid = [], [], [], []
+  cfg = objects.ObjectsConfig(num_classes=synthetic.NUM_CLASSES)
+  frames, kept = [], []
   for i in range(num_videos):
     video = synthetic.render_video(i, seed=seed + HELD_OUT_SEED_OFFSET, image_size=image_size)
     step = max(1, len(video.frames) // frames_per_video)
-    for f in range(0, len(video.frames), step)[:frames_per_video]:
-      keep = np.nonzero(video.scores[f] >= min_score)[0]
-      keep = keep[np.argsort(-video.scores[f][keep], kind='stable')][:max_boxes]
-      b = np.zeros((max_boxes, 4), np.float32)
-      l = np.zeros((max_boxes,), np.int32)
-      b[:len(keep)], l[:len(keep)] = video.boxes[f][keep], video.labels[f][keep]
-      frames.append(synthetic.decode_jpeg(video.frames[f]))
-      boxes.append(b)
-      labels.append(l)
-      valid.append(np.arange(max_boxes) < len(keep))
-  return {'frames': np.stack(frames), 'boxes': np.stack(boxes), 'labels': np.stack(labels),
-          'valid': np.stack(valid)}
+    index = list(range(0, len(video.frames), step)[:frames_per_video])
+    # Through the record format and the training pipeline's filter, as training sees boxes.
+    _, parsed = tf.io.parse_single_sequence_example(
+        records.to_sequence_example(video).SerializeToString(), *records.parse_features())
+    kept.append(objects.select_boxes(parsed, tf.constant(index), cfg, tf.constant([0, 0])))
+    frames += [synthetic.decode_jpeg(video.frames[f]) for f in index]
+  column = lambda key: np.concatenate([k[key].numpy() for k in kept])
+  return {'frames': np.stack(frames), 'boxes': column('boxes'),
+          'labels': column('box_labels'), 'valid': column('box_valid')}
 
 
 class ObjectNearestNeighbour:
@@ -63,6 +62,6 @@ class ObjectNearestNeighbour:
         self.encode, variables, {'frames': self.data['frames'], 'boxes': self.data['boxes']},
         self.mesh)
     feats = feats.reshape(-1, feats.shape[-1])
-    feats = feats / np.maximum(np.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
-    return float(metric_learning.nearest_neighbour_agreement(
+    feats = knn.l2_normalize(feats)
+    return float(losses.nearest_neighbour_agreement(
         feats, self.data['labels'].reshape(-1), self.data['valid'].reshape(-1)))

@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from vivi.evaluate import knn  # noqa: E402
+
 DPI = 120
 
 
@@ -181,10 +183,7 @@ def nearest_neighbours(query_features, gallery_features, k: int, gallery_video_i
   With video ids, at most one neighbour per video (VINCE Fig. 3: otherwise the frames of
   one video fill the row), and with `query_video_ids` the query's own video is skipped.
   """
-  def normalise(x):
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-  sims = normalise(query_features) @ normalise(gallery_features).T
+  sims = knn.l2_normalize(query_features) @ knn.l2_normalize(gallery_features).T
   vids = None if gallery_video_ids is None else np.asarray(gallery_video_ids)
   indices = np.full((len(sims), k), -1, np.int64)
   values = np.full((len(sims), k), np.nan)

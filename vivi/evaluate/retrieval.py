@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from vivi.evaluate import knn
+
 
 def frame_to_video_recall(features: np.ndarray, video_ids: np.ndarray,
                           ks: Sequence[int] = (1, 5), batch_size: int = 1024
@@ -25,8 +27,7 @@ def frame_to_video_recall(features: np.ndarray, video_ids: np.ndarray,
   not pull recall down whatever the representation). Queries are processed `batch_size` at
   a time, so memory is O(batch_size * N). Recall is NaN when there is no query.
   """
-  x = np.asarray(features, np.float32)
-  x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+  x = knn.l2_normalize(features)
   ids = np.asarray(video_ids).reshape(-1)
   if len(x) != len(ids):
     raise ValueError(f'{len(x)} feature rows for {len(ids)} video ids')

@@ -1,7 +1,8 @@
 """Each sampled frame's detector annotations as fixed-shape, masked tensors.
 
 The object level of Romijnders et al. (section 4.1): boxes with a detection score
-below 0.05 are discarded and at most 5 are kept per frame (the highest scores). Here they are
+below 0.05 are discarded and at most 5 are kept per frame (the highest scores; `MIN_SCORE`,
+`MAX_BOXES`, `select_boxes`). Here they are
 padded to `max_boxes` with a validity mask, so batches have static shapes; frames without
 boxes are normal (all invalid). Two rows of the paper's Table 1 are input-side ablations:
 "boxes at random coordinates" (`random_boxes`: every kept box moves to a uniformly random
@@ -18,11 +19,17 @@ import tensorflow as tf
 from vivi.input import records
 
 
+# The paper's box filter (section 4.1), the one definition: "We discard objects with
+# detection score below 0.05" and "limit the number of objects ... to 5" per frame.
+MIN_SCORE = 0.05
+MAX_BOXES = 5
+
+
 @dataclasses.dataclass(frozen=True)
 class ObjectsConfig:
   num_classes: int                 # Size of the dataset's label map (manifest).
-  max_boxes: int = 5
-  min_score: float = 0.05
+  max_boxes: int = MAX_BOXES
+  min_score: float = MIN_SCORE
   random_boxes: bool = False
   random_labels: bool = False
 

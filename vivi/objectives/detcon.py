@@ -20,10 +20,10 @@ the two views. Masks absent from either view take no part.
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from vivi.models import heads
+from vivi.objectives import losses
 
 TARGET = True
 DEFAULTS = dict(weight=1.0, projector_hidden=4096, projection_dim=256,
@@ -64,12 +64,11 @@ def detcon_loss(online, target, valid, temperature: float):
     q = online[:, view].reshape(v * m, d)
     k = target[:, 1 - view].reshape(v * m, d)
     sim = q @ k.T / temperature                                         # [VM, VM]
-    positive = jnp.diagonal(sim)
+    positive = jnp.diagonal(sim)[:, None]
     others = ~jnp.eye(v * m, dtype=bool) & flat_valid[None, :]
-    negatives = jnp.where(others, sim, -jnp.inf)
-    log_negatives = jax.nn.logsumexp(negatives, axis=1)
-    terms.append(jnp.logaddexp(positive, log_negatives) - positive)
-    hits.append(positive > jnp.max(negatives, axis=1))
+    term, hit = losses.info_nce(positive, jnp.where(others, sim, -jnp.inf))
+    terms.append(term[:, 0])
+    hits.append(hit[:, 0])
   count = jnp.maximum(jnp.sum(flat_valid), 1)
   per_mask = (terms[0] + terms[1]) / 2
   loss = jnp.sum(jnp.where(flat_valid, per_mask, 0.0)) / count

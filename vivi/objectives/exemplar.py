@@ -17,7 +17,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vivi.objectives import metric_learning
+from vivi.models import heads
+from vivi.objectives import losses
 
 DEFAULTS = dict(weight=1.0, margin=0.5, embedding_dim=1000)
 
@@ -28,7 +29,7 @@ class Head(nn.Module):
   @nn.compact
   def __call__(self, features, batch, train):
     e = nn.Dense(self.embedding_dim, name='embedding')(features['pre_logits'])
-    return {'embeddings': e / jnp.linalg.norm(e, axis=-1, keepdims=True).clip(1e-12)}
+    return {'embeddings': heads.l2_normalize(e)}
 
 
 def make_head(cfg) -> nn.Module:
@@ -39,4 +40,4 @@ def loss(outputs, batch, cfg):
   e = outputs['embeddings']                      # [V, K, L, E]
   v, k, l = e.shape[:3]
   shot = jnp.repeat(jnp.arange(v * k), l)        # label = global index of the frame's shot
-  return metric_learning.semihard_triplet_loss(e.reshape(v * k * l, -1), shot, cfg.margin)
+  return losses.semihard_triplet_loss(e.reshape(v * k * l, -1), shot, cfg.margin)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vivi.objectives import metric_learning
+from vivi.models import heads
+from vivi.objectives import losses
 
 DEFAULTS = dict(weight=5.0, margin=0.5)
 
@@ -28,7 +29,7 @@ class Head(nn.Module):
     if 'box_features' not in features:
       raise ValueError('objective object_triplet needs boxes in the batch: set input.objects')
     r = features['box_features']
-    return {'embeddings': r / jnp.linalg.norm(r, axis=-1, keepdims=True).clip(1e-12)}
+    return {'embeddings': heads.l2_normalize(r)}
 
 
 def make_head(cfg) -> nn.Module:
@@ -39,7 +40,7 @@ def loss(outputs, batch, cfg):
   e = outputs['embeddings']
   e = e.reshape(-1, e.shape[-1])
   labels, valid = batch['box_labels'].reshape(-1), batch['box_valid'].reshape(-1)
-  value, metrics = metric_learning.semihard_triplet_loss(e, labels, cfg.margin, valid)
-  metrics['nn_same_class'] = metric_learning.nearest_neighbour_agreement(e, labels, valid)
+  value, metrics = losses.semihard_triplet_loss(e, labels, cfg.margin, valid)
+  metrics['nn_same_class'] = losses.nearest_neighbour_agreement(e, labels, valid)
   metrics['valid_boxes'] = jnp.sum(valid)
   return value, metrics

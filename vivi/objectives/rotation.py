@@ -12,7 +12,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vivi.objectives import metric_learning
+from vivi.objectives import losses
 
 DEFAULTS = dict(weight=1.0)
 
@@ -32,6 +32,6 @@ def loss(outputs, batch, cfg):
   if 'rotation' not in batch:
     raise ValueError("objective 'rotation' needs rotated frames: set input.rotate=True")
   logits = outputs['logits']
-  ce = metric_learning.cross_entropy(logits, batch['rotation'])
+  ce = losses.cross_entropy(logits, batch['rotation'])
   acc = jnp.mean(jnp.argmax(logits, -1) == batch['rotation'])
   return jnp.mean(ce), {'accuracy': acc}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vivi.objectives import metric_learning
+from vivi.objectives import losses
 
 DEFAULTS = dict(weight=0.04, predictor='lstm', hidden=256)
 
@@ -77,7 +77,7 @@ def loss(outputs, batch, cfg):
   positive = same_video & is_target
   candidates = ~same_video | positive
   shape = (v * p, v * k)
-  per_query = metric_learning.masked_info_nce(
+  per_query = losses.masked_info_nce(
       scores.reshape(shape), jnp.broadcast_to(positive, scores.shape).reshape(shape),
       jnp.broadcast_to(candidates, scores.shape).reshape(shape))
   best = jnp.argmax(jnp.where(candidates, scores, -jnp.inf).reshape(shape), axis=-1)

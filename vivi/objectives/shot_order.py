@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vivi.objectives import metric_learning
+from vivi.objectives import losses
 
 DEFAULTS = dict(weight=1.0, hidden=512)
 
@@ -33,4 +33,4 @@ def make_head(cfg) -> nn.Module:
 def loss(outputs, batch, cfg):
   logits, labels = outputs['logits'], outputs['labels']
   acc = jnp.mean(jnp.argmax(logits, -1) == labels)
-  return jnp.mean(metric_learning.cross_entropy(logits, labels)), {'accuracy': acc}
+  return jnp.mean(losses.cross_entropy(logits, labels)), {'accuracy': acc}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vivi.objectives import metric_learning
+from vivi.objectives import losses
 
 DEFAULTS = dict(weight=1.0, num_classes=1000)
 
@@ -32,4 +32,4 @@ def make_head(cfg) -> nn.Module:
 def loss(outputs, batch, cfg):
   logits, labels = outputs['logits'], batch['labels']
   acc = jnp.mean(jnp.argmax(logits, -1) == labels)
-  return jnp.mean(metric_learning.cross_entropy(logits, labels)), {'accuracy': acc}
+  return jnp.mean(losses.cross_entropy(logits, labels)), {'accuracy': acc}

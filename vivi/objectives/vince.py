@@ -10,8 +10,8 @@ batch and the m keys of the memory bank. With cosine similarity s = <f, g> / tem
 
     -log( exp(s_ip) / (exp(s_ip) + sum_{j in negatives(i)} exp(s_ij)) )
 
-(equation 3, Algorithm 1), computed in log-sum-exp form; the loss is the mean over the
-n * k pairs. With k = 1 it is MoCo's InfoNCE (equation 3 with the other keys of the batch
+(equation 3, Algorithm 1), computed in log-sum-exp form (`losses.info_nce`); the loss is the
+mean over the n * k pairs. With k = 1 it is MoCo's InfoNCE (equation 3 with the other keys of the batch
 as further negatives, as Algorithm 1 concatenates them).
 
 The memory bank is a ring buffer of the target's embeddings in the train state: each step
@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from vivi.models import heads
+from vivi.objectives import losses
 
 TARGET = True
 DEFAULTS = dict(weight=1.0, hidden=2048, embedding_dim=128, temperature=0.2,
@@ -63,13 +64,11 @@ def multi_pair_nce(anchors, positives, memory, temperature: float):
   memory_sim = f @ memory.T / temperature                          # [n, m]
   video = jnp.arange(v * k) // k
   same_video = video[:, None] == video[None, :]                    # block-diagonal mask
-  neg_batch = jnp.where(same_video, -jnp.inf, batch_sim)
-  log_negatives = jax.nn.logsumexp(jnp.concatenate([neg_batch, memory_sim], axis=1), axis=1)
+  negatives = jnp.concatenate([jnp.where(same_video, -jnp.inf, batch_sim), memory_sim], axis=1)
   positive = batch_sim.reshape(v * k, v, k)[jnp.arange(v * k), video]   # [n, k]
-  per_pair = jnp.logaddexp(positive, log_negatives[:, None]) - positive
+  per_pair, beats_negatives = losses.info_nce(positive, negatives)
   # Share of pairs whose positive beats every negative.
-  max_negative = jnp.max(jnp.concatenate([neg_batch, memory_sim], axis=1), axis=1)
-  accuracy = jnp.mean(positive > max_negative[:, None])
+  accuracy = jnp.mean(beats_negatives)
   return jnp.mean(per_pair), {'accuracy': accuracy,
                               'positive_cosine': jnp.mean(positive) * temperature}
 

@@ -23,10 +23,10 @@ Figure B.2), keeping everything else.
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from vivi.models import heads
+from vivi.objectives import losses
 
 TARGET = True
 DEFAULTS = dict(weight=1.0, scales=('block3', 'block4'), attention=True, attention_hidden=512,
@@ -69,13 +69,11 @@ def multi_view_info_nce(online, target, temperature: float):
   sim = jnp.einsum('aid,bjd->aibj', online, target) / temperature
   other_video = ~jnp.eye(v, dtype=bool)[:, None, :, None]                 # [V, 1, V, 1]
   negatives = jnp.where(other_video, sim, -jnp.inf).reshape(v, n, v * n)
-  log_negatives = jax.nn.logsumexp(negatives, axis=-1)                    # [V, n]
   positive = jnp.einsum('aid,ajd->aij', online, target) / temperature     # [V, n(i), n(j)]
-  per_pair = jnp.logaddexp(positive, log_negatives[:, :, None]) - positive
+  per_pair, beats_negatives = losses.info_nce(positive, negatives)
   off_diagonal = ~jnp.eye(n, dtype=bool)
   loss = jnp.sum(jnp.where(off_diagonal, per_pair, 0.0), axis=(1, 2)).mean()
-  top1 = jnp.mean(jnp.where(off_diagonal, positive > jnp.max(negatives, -1)[..., None], 0.0)
-                  ) * n / (n - 1)
+  top1 = jnp.mean(jnp.where(off_diagonal, beats_negatives, 0.0)) * n / (n - 1)
   return loss, {'accuracy': top1}
 
 

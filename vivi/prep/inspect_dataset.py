@@ -18,9 +18,9 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vivi.input import records
+from vivi.input import objects, records
 
-TRAIN_MIN_SCORE = 0.05  # Boxes below this score are dropped by the training pipeline.
+TRAIN_MIN_SCORE = objects.MIN_SCORE  # Boxes below it are dropped by the training pipeline.
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 # Contact sheet layout (pixels); `row_height` and the tests depend on these.
 HEADER, PAD, GAP, BOUNDARY_GAP, CAPTION, BAND, ID_WIDTH = 22, 6, 3, 10, 13, 6, 170

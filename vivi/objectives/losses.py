@@ -1,4 +1,6 @@
-"""Contrastive and metric-learning math shared by the objectives (one place for each idea).
+"""The losses the objectives share, one place for each idea: the contrastive loss (InfoNCE),
+the semi-hard triplet loss and its distances, the nearest-neighbour diagnostic, and the
+softmax cross-entropy.
 
 Everything here works on the *global* batch: under `jax.jit` with the batch sharded over the
 mesh, XLA gathers what a comparison needs, so every anchor sees every other example of the
@@ -96,16 +98,42 @@ def nearest_neighbour_agreement(embeddings: jax.Array, labels: jax.Array,
   return jnp.sum(agree) / jnp.maximum(jnp.sum(counted), 1)
 
 
+def info_nce(positive: jax.Array, negatives: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """InfoNCE of positives against a shared set of negatives (van den Oord et al. 2018):
+
+      loss_p = -log( exp(s_p) / (exp(s_p) + sum_n exp(s_n)) )
+
+  in log-sum-exp form, so large critic values do not overflow. Every contrastive objective
+  of the codebase is this, with its own choice of positives and negatives: VINCE's
+  Multi-Pair NCE (equation 3: k positives per anchor share its negatives), VITO's multi-view
+  InfoNCE (equation 3), DetCon's loss over masks, and VIVI's equation (2) via
+  `masked_info_nce`.
+
+  Args:
+    positive: [..., P] critic values of P positives of one query.
+    negatives: [..., N] critic values of the query's negatives; -inf marks a slot that is
+      not a negative (it then adds nothing).
+
+  Returns:
+    ([..., P] losses, [..., P] bool: the positive beats every negative).
+  """
+  positive = positive.astype(jnp.float32)
+  negatives = negatives.astype(jnp.float32)
+  log_negatives = jax.nn.logsumexp(negatives, axis=-1, keepdims=True)
+  loss = jnp.logaddexp(positive, log_negatives) - positive
+  return loss, positive > jnp.max(negatives, axis=-1, keepdims=True)
+
+
 def masked_info_nce(scores: jax.Array, positive: jax.Array, candidates: jax.Array,
                     subtract_log_count: bool = True) -> jax.Array:
-  """Per-query InfoNCE loss with exactly one positive per row (van den Oord et al. 2018).
+  """Per-query InfoNCE with exactly one positive per row, given as masks over the scores:
 
       loss_q = -log( exp(s_q+) / ((1/C_q) * sum_{c in candidates_q} exp(s_qc)) )
 
   where C_q is the number of candidates of row q (the positive included). With
   `subtract_log_count` this is equation (2) of VIVI literally, the 1/N inside
   the log included (the loss is then minus a lower bound on mutual information); without
-  it, the usual softmax cross-entropy. The two differ by a constant.
+  it, `info_nce` of the positive against the other candidates. The two differ by a constant.
 
   Args:
     scores: [Q, C] critic values.
@@ -117,9 +145,9 @@ def masked_info_nce(scores: jax.Array, positive: jax.Array, candidates: jax.Arra
   """
   scores = scores.astype(jnp.float32)
   candidates = candidates | positive
-  lse = jax.nn.logsumexp(jnp.where(candidates, scores, -jnp.inf), axis=-1)
-  pos = jnp.sum(jnp.where(positive, scores, 0.0), axis=-1)
-  loss = lse - pos
+  pos = jnp.sum(jnp.where(positive, scores, 0.0), axis=-1, keepdims=True)
+  loss, _ = info_nce(pos, jnp.where(candidates & ~positive, scores, -jnp.inf))
+  loss = loss[..., 0]
   if subtract_log_count:
     loss = loss - jnp.log(jnp.sum(candidates, axis=-1).astype(jnp.float32))
   return loss
