@@ -17,7 +17,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from vivi import checkpoint, cli, errors, loop, parallel
+from vivi import checkpoint, cli, errors, logs, parallel
 from vivi.evaluate import suite
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir (its checkpoints/).')
@@ -58,7 +58,7 @@ def main(argv):
     root = _writable(OUTPUT.value or os.path.join(source, 'eval'),
                      '--output' if OUTPUT.value else f'{source}/eval')
   parallel.initialize()
-  loop.quiet_library_logs()
+  logs.quiet_library_logs()
   mesh = parallel.make_mesh()
   if WORKDIR.value:
     encoder = checkpoint.restore_encoder(WORKDIR.value, STEP.value, mesh)

@@ -13,7 +13,7 @@ message and exit status 2 (vivi/cli.py).
 from absl import app, flags
 from ml_collections import config_flags
 
-from vivi import cli, loop, parallel
+from vivi import cli, logs, loop, parallel
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and TensorBoard events go.',
                               required=True)
@@ -25,7 +25,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   parallel.initialize()
-  loop.quiet_library_logs()
+  logs.quiet_library_logs()
   loop.train_and_evaluate(CONFIG.value, WORKDIR.value)
 
 

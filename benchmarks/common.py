@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402

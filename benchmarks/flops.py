@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 import statistics
 
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import common
 
 
 def matmul(n: int):

@@ -10,7 +10,7 @@ consecutive shots with >= 8 frames, 8 consecutive frames from each, every frame 
 Inception-cropped to `--image_size`, flipped and colour-distorted, with its top-5 detector
 boxes (score >= 0.05) moved through the crop and flip (`configs/vivi_obj.py`'s input).
 
-* tf.data: `vivi.loop.make_input` (the training pipeline itself: vivi/input/pipeline.py
+* tf.data: `vivi.sources.make_input` (the training pipeline itself: vivi/input/pipeline.py
   with `ViviSampler`), its threads on all cores (AUTOTUNE).
 * PyTorch-style: `torch_input.make_loader`, a DataLoader with `--workers` worker
   processes (default: one per core), PIL decoding and torchvision-style PIL transforms.
@@ -35,7 +35,7 @@ import statistics
 import sys
 import time
 
-import common  # Puts the repository on sys.path.
+import common
 
 
 def build_records(cache_dir: str, frame_size: int) -> str:
@@ -82,8 +82,9 @@ def time_pipelines(sides: dict, args) -> dict[str, list[float]]:
 
 def time_train_step(config, batch: dict, iters: int) -> list[float]:
   import jax
-  from vivi import parallel, train
-  model, tx = train.build_model(config), train.make_optimizer(config)
+
+  from vivi import optim, parallel, train
+  model, tx = train.build_model(config), optim.make_optimizer(config)
   mesh = parallel.make_mesh()
   state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)),
                              mesh)
@@ -116,8 +117,8 @@ def main():
 
   folder = build_records(args.cache_dir, args.frame_size)  # Before JAX: it forks workers.
   import torch_input
-  from vivi import loop
-  from vivi.input import records
+
+  from vivi.input import records, sources
   print(common.machine())
   config = config_for(folder, args)
   i = config.input
@@ -126,7 +127,7 @@ def main():
       crop_area=tuple(i.crop_area), max_boxes=i.max_boxes, min_score=i.min_box_score)
   frames_per_batch = args.batch_videos * i.num_shots * i.frames_per_shot
   files = records.Manifest.read(folder).shard_paths(folder)
-  tf_pipeline = iter(loop.make_input(config))
+  tf_pipeline = iter(sources.make_input(config))
   loader = torch_input.make_loader(files, peer_cfg, batch_videos=args.batch_videos,
                                    num_workers=args.workers)
   sides = {'tf.data (ours)': tf_pipeline, 'PyTorch-style DataLoader': iter(loader)}

@@ -38,7 +38,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from configs import common  # noqa: E402
 from vivi.evaluate import synthetic_probe  # noqa: E402
@@ -180,7 +179,7 @@ def sweep(args) -> str:
     for m in MULTIPLIERS:
       workdir = os.path.join(args.workdir_root, f'sweep_seed{args.world_seed}', f'{key}_x{m}')
       r = run(f'{key} x{m}', config, variant, workdir, args,
-              overrides=[f'--config.probe.split=validation',
+              overrides=['--config.probe.split=validation',
                          f'--config.schedule.base_learning_rate={common.TINY_LEARNING_RATE * m}',
                          '--config.probe.tasks=("class",)', '--config.probe.nn_videos=0'])
       accuracy[m] = r['trained']['class']

@@ -86,18 +86,19 @@ def _config(variant: str, overrides: dict):
 def worker(args) -> dict:
   """Runs in the subprocess: times the sharded tiny step on this process's devices."""
   import jax
-  from vivi import parallel, train
+
+  from vivi import optim, parallel, testing, train
   n = len(jax.devices())
   videos = args.videos_per_device * n
   overrides = {'input.batch_videos': videos}
   if args.image_size:
     overrides['input.image_size'] = args.image_size
   config = _config('tiny', overrides)
-  model, tx = train.build_model(config), train.make_optimizer(config)
+  model, tx = train.build_model(config), optim.make_optimizer(config)
   mesh = parallel.make_mesh()
   state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)),
                              mesh)
-  batch = parallel.global_batch(train.random_batch(config, videos), mesh)
+  batch = parallel.global_batch(testing.random_batch(config, videos), mesh)
   rng = jax.random.key(1)
   start = time.perf_counter()
   step = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
@@ -121,9 +122,10 @@ def worker(args) -> dict:
 def paper_hlo_worker() -> dict:
   """Runs in the subprocess: compiles the paper step over this process's devices."""
   import jax
-  from vivi import parallel, train
+
+  from vivi import optim, parallel, train
   config = _config('', {})
-  model, tx = train.build_model(config), train.make_optimizer(config)
+  model, tx = train.build_model(config), optim.make_optimizer(config)
   mesh = parallel.make_mesh()
   rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   state = jax.eval_shape(lambda: train.create_train_state(config, model, tx, jax.random.key(0)))
@@ -182,9 +184,10 @@ def analytic(args):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from vivi import train
+
+  from vivi import optim, train
   config = _config('', {})
-  model, tx = train.build_model(config), train.make_optimizer(config)
+  model, tx = train.build_model(config), optim.make_optimizer(config)
   state = jax.eval_shape(lambda: train.create_train_state(config, model, tx, jax.random.key(0)))
   batch = jax.eval_shape(lambda: train.init_batch(config))
   rng = jax.eval_shape(lambda: jax.random.key(0))
@@ -209,7 +212,7 @@ def analytic(args):
   comm_s = (ring + 2 * (n - 1) / n * bn_bytes) / TPU_V4_ALLREDUCE_BYTES_PER_CHIP
   v = config.input
   rows = [
-      ['encoder forward per image at %d px (XLA, lowered)' % size, f'{forward / 1e9:.2f} GFLOP'],
+      [f'encoder forward per image at {size} px (XLA, lowered)', f'{forward / 1e9:.2f} GFLOP'],
       ['  published ResNet-50 (v1, multiply-adds)', '~4.1 G'],
       [f'train step, {v.batch_videos} x {v.num_shots} x {v.frames_per_shot} = {frames:,} '
        'frames (XLA, lowered)', f'{step_flops / 1e12:,.1f} TFLOP'],

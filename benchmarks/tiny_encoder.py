@@ -47,8 +47,7 @@ import subprocess
 import sys
 import time
 
-import common  # Puts the repository root on sys.path.
-
+import common
 import flax
 import flax.linen as nn
 import jax
@@ -367,14 +366,15 @@ def tables(results, specs, steps_list, seeds, show_test: bool) -> str:
       if not runs:
         continue
       r0 = runs[0]
-      get = lambda k: mean_se([r.get(k) for r in runs])
+      get = lambda k, runs=runs: mean_se([r.get(k) for r in runs])
       b3, b4 = r0['sizes'].get('block3', '–'), r0['sizes']['block4']
       if curve_row is None:
         curve_row = [describe(spec), spec['px'], f'{b3}/{b4}', f"{spec['lr']:g}"]
         curve_row += ['–'] * len(steps_list)
       rows.append([
           describe(spec), spec['px'], f'{b3}/{b4}', f"{r0['params']:,}",
-          f'{flops / 1e9:.3f}' if flops else '–', f'{timing * 1e3:.2f}' if timing else '–', f"{spec['lr']:g}", f"{spec['wd']:g}",
+          f'{flops / 1e9:.3f}' if flops else '–', f'{timing * 1e3:.2f}' if timing else '–',
+          f"{spec['lr']:g}", f"{spec['wd']:g}",
           steps, f'{steps * r0["batch"] // 1000}k', len(runs), get('final_loss'),
           get('train_acc'), get('val_acc'), get('val_acc_batch'),
           get('test_acc') if show_test else '(not shown)'])

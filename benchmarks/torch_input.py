@@ -21,8 +21,8 @@ import math
 import struct
 
 import numpy as np
-from PIL import Image, ImageEnhance
 import torch
+from PIL import Image, ImageEnhance
 
 BOX_KEYS = ('object/bbox/ymin', 'object/bbox/xmin', 'object/bbox/ymax', 'object/bbox/xmax')
 

@@ -17,14 +17,23 @@ PyTorch is imported only by the functions that need it (`pip install -e '.[bench
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import (
+  LEARNING_RATE,
+  MOMENTUM,
+  NUM_CLASSES,
+  PlainResNetV2,
+  flax_param_count,
+  ours,
+  random_batch,
+  table,
+)
 
-from common import (LEARNING_RATE, MOMENTUM, NUM_CLASSES, PlainResNetV2, flax_param_count,
-                    ours, random_batch, table)
 from vivi.models import resnet_v2, video_model
 
 
@@ -223,7 +232,7 @@ def main():
   parser.add_argument('--depth', type=int, default=50)
   args = parser.parse_args()
   counts = param_counts(args.depth)
-  print(table(['encoder (ResNet-%d v2)' % args.depth, 'parameters'],
+  print(table([f'encoder (ResNet-{args.depth} v2)', 'parameters'],
               [[k, f'{v:,}'] for k, v in counts.items()]))
   print('\nSame function: max |features - ours| / max |ours|, our weights, 64 px:\n')
   print(table(['side, BatchNorm mode', 'relative difference'],

@@ -18,10 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vivi.input import synthetic as world  # noqa: E402
 

@@ -1,5 +1,6 @@
 r"""DetCon_B: contrastive detection with Felzenszwalb-Huttenlocher masks and BYOL's
-architecture (Hénaff et al., ICCV 2021; the slides in ../shared/seeds, 004).
+architecture (Hénaff et al., "Efficient visual pretraining with contrastive detection",
+ICCV 2021, arXiv 2103.10957; and the slides that present it beside VITO and Odin).
 
 Paper run (ImageNet in the paper; here one frame per video of the user's records):
 
@@ -31,7 +32,6 @@ Smoke run on the synthetic world:
 import ml_collections
 
 from configs import common
-
 
 TINY_LR_MULTIPLIER = 1   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
 

@@ -33,7 +33,6 @@ import ml_collections
 
 from configs import common
 
-
 TINY_LR_MULTIPLIER = 1   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
 
 

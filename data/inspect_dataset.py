@@ -11,11 +11,8 @@ timestamps, shot ids, shot boundaries and the boxes training keeps (see
 
 import argparse
 import os
-import sys
 
-# The repository root: `configs/` is imported from it (and `vivi` when not installed).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from vivi.prep import inspect_dataset  # noqa: E402
+from vivi.prep import inspect_dataset
 
 DEFAULT_CONFIGS = ('vivi.py', 'vivi.py:tiny', 'vivi_obj.py', 'vince.py', 'vito.py',
                    'detcon.py')

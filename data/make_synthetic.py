@@ -6,14 +6,7 @@ Restartable: run it again with the same arguments after an interruption and only
 missing shards are rendered. (`python -m vivi.input.synthetic` is the same command.)
 """
 
-import os
-import sys
-
-try:
-  from vivi.input import synthetic
-except ImportError:  # Run as a script from a checkout: make the repository importable.
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from vivi.input import synthetic
+from vivi.input import synthetic
 
 if __name__ == '__main__':
   synthetic.main()

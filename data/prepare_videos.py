@@ -19,14 +19,9 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 
-try:
-  from vivi.prep import prepare, runner
-except ImportError:  # Run as a script from a checkout: make the repository importable.
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from vivi.prep import prepare, runner
+from vivi.prep import prepare, runner
 
 
 def _parser() -> argparse.ArgumentParser:

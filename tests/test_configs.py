@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from vivi import train
+from vivi import optim, train
 from vivi.input import samplers
 from vivi.models import box_features, video_model
 
@@ -36,7 +36,7 @@ def _config(name, variant=''):
 def test_config_builds_its_model(name, variant):
   config = _config(name, variant)
   train.build_model(config)
-  train.make_optimizer(config)
+  optim.make_optimizer(config)
   spec = samplers.example_spec(config)
   assert spec['frames'][0][-1] == 3 if name != 'supervised' else spec == {}
 
@@ -70,7 +70,7 @@ def test_published_values():
                                          ('detcon', (4096, 2, 224, 224, 3))])
 def test_paper_step_shapes(name, frames):
   config = _config(name)
-  model, tx = train.build_model(config), train.make_optimizer(config)
+  model, tx = train.build_model(config), optim.make_optimizer(config)
   state = jax.eval_shape(lambda: train.create_train_state(config, model, tx, jax.random.key(0)))
   batch = jax.eval_shape(lambda: train.init_batch(config))
   assert batch['frames'].shape == frames
@@ -88,13 +88,13 @@ def test_piecewise_boundaries_are_the_absolute_steps_the_config_names():
   config = _config('vivi', 'tiny')
   config.schedule.update(name='piecewise', warmup_steps=20, boundaries=(300, 400),
                          base_learning_rate=0.1, decay_factor=0.1)
-  lr = train.learning_rate_schedule(config)
+  lr = optim.learning_rate_schedule(config)
   values = {step: float(lr(step)) for step in (0, 10, 20, 299, 300, 399, 400, 449)}
   expected = {0: 0.0, 10: 0.05, 20: 0.1, 299: 0.1, 300: 0.01, 399: 0.01, 400: 0.001,
               449: 0.001}
   assert values == pytest.approx(expected, rel=1e-6), values
   config.schedule.warmup_steps = 0
-  lr = train.learning_rate_schedule(config)
+  lr = optim.learning_rate_schedule(config)
   assert [float(lr(k)) for k in (0, 299, 300, 400)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
 
 

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import helpers
+
+ROOT = helpers.ROOT
 
 # Writes a training checkpoint of a small VIVI config (1 device) and the features its
 # encoder gives on fixed images.
@@ -17,11 +19,11 @@ WRITE = r'''
 import sys
 import jax, numpy as np
 from configs import vivi
-from vivi import checkpoint, parallel, train
+from vivi import checkpoint, optim, parallel, testing, train
 workdir = sys.argv[1]
 config = vivi.get_config('tiny')
 config.model.width = 0.25
-model, tx = train.build_model(config), train.make_optimizer(config)
+model, tx = train.build_model(config), optim.make_optimizer(config)
 mesh = parallel.make_mesh()
 state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(3)), mesh)
 state = state.replace(step=state.step + 7)

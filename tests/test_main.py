@@ -14,7 +14,9 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import helpers
+
+ROOT = helpers.ROOT
 pytestmark = pytest.mark.slow
 
 
@@ -62,9 +64,9 @@ def test_main_survives_sigterm_and_kill_then_resumes_and_reports(tmp_path):
   workdir, cache = str(tmp_path / 'work'), str(tmp_path / 'cache')
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   def start(name, processes=1):  # The log goes to a file: a pipe nobody reads would block.
-    log = open(tmp_path / name, 'w')
-    return subprocess.Popen(_command(workdir, cache, 300, processes), env=env, cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT), tmp_path / name
+    with open(tmp_path / name, 'w') as log:   # The child keeps its own copy of the file.
+      return subprocess.Popen(_command(workdir, cache, 300, processes), env=env, cwd=ROOT,
+                              stdout=log, stderr=subprocess.STDOUT), tmp_path / name
 
   proc, log_file = start('run1.log', processes=2)
   first = _wait_for_checkpoint_after(workdir, 0, proc)

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import helpers
+
+ROOT = helpers.ROOT
 pytestmark = pytest.mark.slow
 
 # Three steps of configs/vince.py:tiny (small: its multi-pair NCE, momentum encoder and
@@ -24,7 +26,7 @@ from vivi import parallel
 parallel.initialize()
 import jax, numpy as np
 from configs import vince
-from vivi import checkpoint, train
+from vivi import checkpoint, optim, testing, train
 workdir, other = sys.argv[1], sys.argv[2]
 config = vince.get_config('tiny')
 config.input.image_size, config.model.width = 32, 0.25
@@ -33,7 +35,7 @@ config.input.batch_videos, config.schedule.warmup_steps = 8, 0
 # sums in another order than one process does; three steps amplify that float noise).
 config.model.stem, config.model.downsample = 'imagenet', 'stride'
 config.optimizer.name, config.schedule.base_learning_rate = 'sgd', 0.1
-model, tx = train.build_model(config), train.make_optimizer(config)
+model, tx = train.build_model(config), optim.make_optimizer(config)
 mesh = parallel.make_mesh()
 state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)), mesh)
 step = train.jit_train_step(train.make_train_step(config, model, tx), mesh)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from configs import vince, vivi_obj
+from tests import helpers
 from vivi import checkpoint, loop
-
 
 N = 3
 
@@ -79,7 +79,7 @@ def test_a_save_killed_midway_never_restores(tmp_path):
   import os
   import subprocess
   import sys
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = helpers.ROOT
   workdir = str(tmp_path / 'work')
   out = subprocess.run([sys.executable, '-c', KILLED_SAVE, workdir], cwd=root,
                        capture_output=True, text=True, timeout=600)

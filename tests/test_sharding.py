@@ -11,14 +11,16 @@ import jax
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import helpers
+
+ROOT = helpers.ROOT
 
 # One train step of `configs/<module>.py:<variant>`, with dotted-key overrides (JSON), on
 # however many devices XLA_FLAGS gives; saves the losses and what the step changed.
 STEP_SCRIPT = r'''
 import importlib, json, sys
 import jax, numpy as np
-from vivi import parallel, train
+from vivi import optim, parallel, testing, train
 
 out, module, variant, overrides = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 config = importlib.import_module(f'configs.{module}').get_config(variant)
@@ -28,7 +30,7 @@ for path, value in overrides.items():
   for name in parents:
     node = node[name]
   node[leaf] = value
-model, tx = train.build_model(config), train.make_optimizer(config)
+model, tx = train.build_model(config), optim.make_optimizer(config)
 mesh = parallel.make_mesh()
 state = train.create_train_state(config, model, tx, jax.random.key(0))
 shardings = parallel.state_shardings(state, mesh, config.model.fsdp)
@@ -40,7 +42,7 @@ changing = lambda s: {'params': s.params, 'batch_stats': s.batch_stats, 'target'
                       'memory': s.memory}
 init = jax.device_get(changing(state))
 step = train.jit_train_step(train.make_train_step(config, model, tx), mesh, shardings)
-local = train.random_batch(config)
+local = testing.random_batch(config)
 state, metrics = step(state, parallel.global_batch(local, mesh), jax.random.key(1))
 names = sorted(k for k in metrics if k == 'loss' or k.endswith('/loss'))
 # What the step changed, per parameter, BatchNorm statistic, target and memory leaf, and the
@@ -197,11 +199,10 @@ def test_target_network_methods_give_the_same_step_on_eight_devices(tmp_path, mo
 
 def test_paper_config_train_step_shapes_at_paper_batch():
   """jax.eval_shape of the full-size step: 512 videos x 4 shots x 8 frames at 224 px."""
-  sys.path.insert(0, ROOT)
   from configs import vivi
-  from vivi import train
+  from vivi import optim, train
   config = vivi.get_config()
-  model, tx = train.build_model(config), train.make_optimizer(config)
+  model, tx = train.build_model(config), optim.make_optimizer(config)
   state = jax.eval_shape(lambda: train.create_train_state(config, model, tx, jax.random.key(0)))
   batch = jax.eval_shape(lambda: train.init_batch(config))
   assert batch['frames'].shape == (512, 4, 8, 224, 224, 3)
@@ -219,7 +220,8 @@ COTRAIN_SCRIPT = r'''
 import json, sys
 import jax, numpy as np
 from configs import vivi_obj_cotrain
-from vivi import loop, parallel, train
+from vivi import loop, optim, parallel, testing, train
+from vivi.input import sources
 
 config = vivi_obj_cotrain.get_config('tiny')
 config.data.cache_dir = sys.argv[1]
@@ -231,11 +233,11 @@ config.labelled.num_examples = 64
 config.labelled.batch_size = 16
 mesh = parallel.make_mesh()
 assert mesh.devices.size == 8
-model, tx = train.build_model(config), train.make_optimizer(config)
+model, tx = train.build_model(config), optim.make_optimizer(config)
 state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)), mesh)
 step = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
-local = next(iter(loop.make_input(config)))
-local.update(next(loop.make_labelled_input(config, mesh)))
+local = next(iter(sources.make_input(config)))
+local.update(next(sources.make_labelled_input(config, mesh)))
 batch = parallel.global_batch(local, mesh)
 assert batch['images'].sharding.spec[0] == 'data' and batch['boxes'].shape[-2:] == (5, 4)
 state, metrics = step(state, batch, jax.random.key(1))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import detcon, vince, vito, vivi
-from vivi import checkpoint, parallel, train
+from vivi import checkpoint, optim, parallel, train
 
 VIDEOS, K, MEMORY = 2, 4, 12
 KEYS = VIDEOS * K   # Keys written per step.
@@ -34,7 +34,7 @@ def setup():
   """(config, model, tx, mesh, jitted step). The step compiles once for the module (~40 s
   on 2 shared cores), so the tests that run it are marked slow."""
   config = _vince_config()
-  model, tx = train.build_model(config), train.make_optimizer(config)
+  model, tx = train.build_model(config), optim.make_optimizer(config)
   mesh = parallel.make_mesh(jax.devices()[:1])
   step = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
   return config, model, tx, mesh, step
@@ -162,15 +162,15 @@ def test_queue_and_target_survive_a_checkpoint_round_trip(setup, tmp_path):
 @pytest.mark.slow
 def test_target_is_the_ema_of_the_online_parameters(setup):
   """After each step, target params == m * old target + (1 - m) * new online params with
-  m = train.target_momentum(config, step) (VINCE: constant; 0.99 in the tiny runs), and the
+  m = optim.target_momentum(config, step) (VINCE: constant; 0.99 in the tiny runs), and the
   target's BatchNorm statistics are those of its own train-mode pass over the positives.
   Two steps: at the first the old target equals the old online parameters, at the second
   it does not, so a step that copied, skipped or mixed with the wrong m would fail."""
   config, forward, step = setup[0], _forward(setup[1]), setup[4]
   assert config.target_network.schedule == 'constant'
-  m = float(train.target_momentum(config, 0))
+  m = float(optim.target_momentum(config, 0))
   assert m == np.float32(config.target_network.momentum) < 1
-  assert float(train.target_momentum(config, config.num_train_steps)) == m
+  assert float(optim.target_momentum(config, config.num_train_steps)) == m
   state = _state(setup)
   for i in range(2):
     batch = _batch(setup, seed=i)
@@ -205,15 +205,15 @@ def test_cosine_target_momentum_schedule(module, variant):
   assert config.target_network.schedule == 'cosine' and m0 < 1
   for k in (0, steps // 2, steps, 2 * steps):
     want = 1 - (1 - m0) * (np.cos(np.pi * min(k / steps, 1.0)) + 1) / 2
-    assert float(train.target_momentum(config, k)) == pytest.approx(want, abs=1e-7), k
-  assert float(train.target_momentum(config, 0)) == pytest.approx(m0, abs=1e-7)
-  assert float(train.target_momentum(config, steps // 2)) == pytest.approx((1 + m0) / 2,
+    assert float(optim.target_momentum(config, k)) == pytest.approx(want, abs=1e-7), k
+  assert float(optim.target_momentum(config, 0)) == pytest.approx(m0, abs=1e-7)
+  assert float(optim.target_momentum(config, steps // 2)) == pytest.approx((1 + m0) / 2,
                                                                            abs=1e-7)
-  assert float(train.target_momentum(config, steps)) == pytest.approx(1.0, abs=1e-7)
+  assert float(optim.target_momentum(config, steps)) == pytest.approx(1.0, abs=1e-7)
   # A traced int32 step, as inside the jitted train step, between the anchors.
   k = steps // 4
   want = 1 - (1 - m0) * (np.cos(np.pi * k / steps) + 1) / 2
-  got = jax.jit(lambda s: train.target_momentum(config, s))(np.int32(k))
+  got = jax.jit(lambda s: optim.target_momentum(config, s))(np.int32(k))
   assert float(got) == pytest.approx(want, abs=1e-7)
 
 

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from configs import vivi
-from vivi import checkpoint, errors, loop, parallel, train, validation
+from tests import helpers
+from vivi import checkpoint, errors, loop, optim, parallel, train, validation
+from vivi.input import sources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = helpers.ROOT
 
 
 def _tiny():
@@ -46,7 +48,8 @@ BAD_CONFIGS = [
     ('input.augment', 'simclr', r"input.augment='simclr'; known"),
     ('input.num_shots', 0, r'input.num_shots=0: the vivi sampler needs >= 1'),
     ('input.crop_area', (0.5, 0.2), r'input.crop_area=\(0.5, 0.2\)'),
-    ('optimizer.name', 'adam', r"optimizer.name must be one of \['sgd', 'lars', 'adamw'\], got 'adam'"),
+    ('optimizer.name', 'adam',
+     r"optimizer.name must be one of \['sgd', 'lars', 'adamw'\], got 'adam'"),
     ('optimizer.momentum', 1.5, r'optimizer.momentum=1.5'),
     ('model.depth', 34, r'model.depth=34: valid depths'),
     ('model.norm', 'layer', r"model.norm='layer'"),
@@ -129,7 +132,7 @@ def test_override_messages_name_the_level_that_exists():
 
 
 def _write_checkpoint(config, workdir):
-  model, tx = train.build_model(config), train.make_optimizer(config)
+  model, tx = train.build_model(config), optim.make_optimizer(config)
   state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)),
                              parallel.make_mesh())
   mngr = checkpoint.manager(workdir, config)
@@ -190,7 +193,9 @@ def test_encoder_features_refuse_float_images(tmp_path):
 def _dataset(folder, shot_lengths_per_video):
   """A dataset folder of solid-grey videos at 1 fps with the given shot lengths."""
   import io
+
   from PIL import Image
+
   from vivi.input import records
   buf = io.BytesIO()
   Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(buf, format='JPEG')
@@ -219,11 +224,11 @@ def test_a_dataset_the_sampler_cannot_use_is_named_at_the_start(tmp_path, caplog
                            r'needs K=4 shots of at least L=4 stored frames each \(at 1 fps: 4 '
                            r'shots of 4 s or longer\); to use more videos, lower '
                            r'input.num_shots or input.frames_per_shot'):
-    loop.video_source(config)
+    sources.video_source(config)
 
   config.data.dataset = _dataset(tmp_path / 'some', [[4, 4, 4, 4], [3, 3], [5], [2, 9, 9]])
   with caplog.at_level('WARNING'):
-    source = loop.video_source(config)
+    source = sources.video_source(config)
   assert source.manifest.counts['videos'] == 4
   assert '3 of the 4 videos in' in caplog.text and 'cannot be used by the vivi sampler' in \
       caplog.text

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from absl import app, flags
 from ml_collections import config_dict

@@ -7,14 +7,11 @@ held-out tasks, for the encoder being trained and for the same encoder at initia
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging as py_logging
 import os
 import signal
 import threading
 import time
-from typing import Any
 
 import jax
 import ml_collections
@@ -24,103 +21,9 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from vivi import checkpoint, errors, parallel, train, validation
+from vivi import checkpoint, optim, parallel, train, validation
 from vivi.evaluate import synthetic_probe
-from vivi.input import datasets, labelled, pipeline, records, samplers
-
-
-# Datasets with at most this many videos are scanned once at the start for the videos the
-# sampler can use (a pass that decodes no image): a dataset with none stops at once, one
-# with some unusable videos says how many. Larger datasets are counted as they stream
-# (`input/videos_skipped`).
-USABLE_SCAN_MAX_VIDEOS = 5000
-
-
-def check_label_spaces(config: ml_collections.ConfigDict, manifest: records.Manifest,
-                       folder: str) -> None:
-  """Objectives that classify must match the dataset's label maps (clear error otherwise)."""
-  o = config.objectives
-  if 'object_classification' in o and o.object_classification.num_classes < len(
-      manifest.label_map):
-    raise errors.ConfigError(
-        f'objectives.object_classification.num_classes='
-        f'{o.object_classification.num_classes} but {folder} has '
-        f'{len(manifest.label_map)} detector labels')
-  if 'distillation' in o:
-    if not config.input.soft_labels:
-      raise errors.ConfigError('objective distillation needs input.soft_labels=True')
-    if o.distillation.num_classes != len(manifest.soft_label_map):
-      raise errors.ConfigError(
-          f'objectives.distillation.num_classes={o.distillation.num_classes} but the soft '
-          f'labels of {folder} have {len(manifest.soft_label_map)} classes')
-
-
-@dataclasses.dataclass
-class VideoSource:
-  """The dataset a run trains on and the sampler that reads it."""
-  folder: str
-  manifest: records.Manifest
-  sampler: Any
-
-
-def video_source(config: ml_collections.ConfigDict) -> VideoSource:
-  """Resolves `config.data` (building the synthetic world on first use), checks the label
-  spaces and, for a small dataset, how many videos the sampler can use."""
-  folder = datasets.resolve(config.data)
-  manifest = records.Manifest.read(folder)
-  check_label_spaces(config, manifest, folder)
-  sampler = samplers.build(config, manifest, folder)
-  total = manifest.counts.get('videos', 0)
-  if total <= USABLE_SCAN_MAX_VIDEOS:
-    usable, total = pipeline.count_usable(manifest.shard_paths(folder), sampler)
-    needs = sampler.requirement(manifest.fps)
-    name = config.input.sampler
-    if not usable:
-      raise errors.DatasetError(f'none of the {total} videos in {folder} can be used by the '
-                                f'{name} sampler, which needs {needs}')
-    if usable < total:
-      logging.warning('%d of the %d videos in %s cannot be used by the %s sampler and are '
-                      'skipped; it needs %s', total - usable, total, folder, name, needs)
-    if usable < config.input.batch_videos:
-      logging.warning('only %d usable video(s) for batches of %d (input.batch_videos): every '
-                      'batch repeats them', usable, config.input.batch_videos)
-  return VideoSource(folder, manifest, sampler)
-
-
-def make_input(config: ml_collections.ConfigDict,
-               source: VideoSource | None = None) -> pipeline.HostPipeline:
-  source = source or video_source(config)
-  return pipeline.make_pipeline(
-      source.manifest.shard_paths(source.folder), source.sampler,
-      batch_size=config.input.batch_videos // jax.process_count(), seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      shuffle_buffer=config.data.shuffle_buffer,
-      # Epochs are reshuffled and the shuffle buffer mixes across them, so unusable videos
-      # can follow each other across an epoch boundary: only a run far longer than an epoch
-      # means that none is usable.
-      max_consecutive_skips=(2 * source.manifest.counts['videos'] + config.data.shuffle_buffer
-                             + 64),
-      fps=source.manifest.fps)
-
-
-def make_labelled_input(config: ml_collections.ConfigDict, mesh):
-  """The co-training stream of labelled images, or None (`config.labelled.dataset` = '')."""
-  l = config.labelled
-  if not l.dataset:
-    return None
-  source = labelled.LabelledSource(dataset=l.dataset, split=l.split,
-                                   data_dir=l.data_dir or None, num_examples=l.num_examples,
-                                   seed=l.seed)
-  classes = labelled.num_classes(source)
-  if config.objectives.supervised.num_classes != classes:
-    raise errors.ConfigError(
-        f'objectives.supervised.num_classes={config.objectives.supervised.num_classes} but '
-        f'{l.dataset} has {classes} classes')
-  return labelled.make_labelled_pipeline(
-      source, labelled.default_augment(config.input.image_size, config.input.crop_area),
-      batch_size=l.batch_size // jax.process_count(), seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
-
+from vivi.input import records, sources
 
 INIT_PROBE_FILE = 'probe_init.json'
 # The final probe table as JSON (trained, init, colour histogram, example counts).
@@ -157,12 +60,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   source = None
   if config.input.sampler != 'none':    # 'none': labelled images only (no videos).
     logging.info('Dataset: %s ...', config.data.dataset)
-    source = video_source(config)
+    source = sources.video_source(config)
   logging.info('config:\n%s', config)
 
   logging.info('Initialising the model and the train state ...')
   model = train.build_model(config)
-  tx = train.make_optimizer(config)
+  tx = optim.make_optimizer(config)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state = train.create_train_state(config, model, tx, init_rng)
   shardings = parallel.state_shardings(state, mesh, config.model.fsdp)
@@ -184,9 +87,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   logging.info('Compiling the train step and starting the input pipeline ...')
   step_fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh, shardings)
-  host_input = make_input(config, source) if source else None
+  host_input = sources.make_input(config, source) if source else None
   batches = iter(host_input) if host_input else None
-  images = make_labelled_input(config, mesh)
+  images = sources.make_labelled_input(config, mesh)
   pipelines = {'videos': host_input, 'images': images}
   if restored and not checkpoint.restore_input(workdir, restored, pipelines):
     logging.warning('No input state saved with step %d for process %d of %d (the checkpoint '
@@ -252,20 +155,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          json.dumps(results, indent=1))
   _print_probes(probe, final, init_probe, config.num_train_steps)
   return results
-
-
-class _OnlyWarningsFromLibraries(py_logging.Filter):
-  """Keeps the log readable: orbax and TensorFlow narrate every save and trace at INFO."""
-  NOISY = ('/orbax/', '/tensorflow/', '/jax/_src/')
-
-  def filter(self, record):
-    return record.levelno >= py_logging.WARNING or not any(
-        part in record.pathname for part in self.NOISY)
-
-
-def quiet_library_logs() -> None:
-  """Drops the libraries' INFO lines from absl's log (warnings and errors stay)."""
-  logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
 
 
 def sum_over_processes(count: int) -> int:

@@ -14,7 +14,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from vivi import errors
 
@@ -27,7 +28,7 @@ def initialize() -> None:
   Several processes (hosts, or local processes each with its own CPU devices) form one JAX
   job when `jax.distributed.initialize` runs in each:
     * explicitly: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
-      JAX_PROCESS_ID in the environment, as `launch/local.py` and `launch/slurm.sh` set
+      JAX_PROCESS_ID in the environment, as `launch/local.py` and `launch/slurm.sbatch` set
       them; on CPU the collectives then go over gloo (TCP);
     * auto-detected: VIVI_DISTRIBUTED=auto (the TPU pod launcher sets it), where JAX finds
       the coordinator itself (TPU VM pods; SLURM; see jax.distributed.initialize).

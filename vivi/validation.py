@@ -58,7 +58,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Values, names and their consistency (cheap: no model, no data)."""
-  from vivi import objectives, parallel, train
+  from vivi import objectives, optim, parallel, train
   from vivi.input import samplers
   from vivi.models import resnet_v2
 
@@ -81,7 +81,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _fail('optimizer.weight_decay', o.weight_decay, 'must be >= 0')
   if not 0 <= o.momentum < 1:
     _fail('optimizer.momentum', o.momentum, 'must be in [0, 1)')
-  train.make_optimizer(config)          # Optimiser and schedule names, warm-up vs length.
+  optim.make_optimizer(config)          # Optimiser and schedule names, warm-up vs length.
   m = config.model
   if m.depth not in resnet_v2.STAGE_SIZES:
     _fail('model.depth', m.depth, f'valid depths: {list(resnet_v2.STAGE_SIZES)}')
@@ -114,7 +114,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   objectives.resolve(config.objectives)  # Unknown objective or key.
   train.target_objectives(config)       # config.target_network exactly when needed.
   if config.get('target_network'):
-    train.target_momentum(config, 0)    # Schedule name.
+    optim.target_momentum(config, 0)    # Schedule name.
     if not 0 <= config.target_network.momentum < 1:
       _fail('target_network.momentum', config.target_network.momentum, 'must be in [0, 1)')
 

@@ -45,7 +45,7 @@ Variables of the fine-tuned classifier:
 from __future__ import annotations
 
 import functools
-from typing import Iterator
+from collections.abc import Iterator
 
 import flax.linen as nn
 import jax

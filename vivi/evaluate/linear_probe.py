@@ -9,7 +9,7 @@ between two encoders come from their features, not from the probe's optimiser.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -37,11 +37,11 @@ def extract_features(fn: Callable, variables, inputs, mesh, batch_size: int = 25
   n = len(jax.tree.leaves(inputs)[0])
   out = []
   for start in range(0, n, batch_size):
-    chunk = jax.tree.map(lambda x: x[start:start + batch_size], inputs)
+    chunk = jax.tree.map(lambda x, start=start: x[start:start + batch_size], inputs)
     size = len(jax.tree.leaves(chunk)[0])
     pad = -size % n_dev
-    chunk = jax.tree.map(lambda x: np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]),
-                         chunk)
+    chunk = jax.tree.map(
+        lambda x, pad=pad: np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]), chunk)
     feats = np.asarray(fn(variables, jax.device_put(chunk, parallel.batch_sharded(mesh))))
     out.append(feats[:size])
   return np.concatenate(out)

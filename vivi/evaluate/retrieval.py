@@ -10,7 +10,7 @@ about (n - 1) / (N - 1) for videos of n frames out of N.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

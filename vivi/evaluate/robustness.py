@@ -12,7 +12,7 @@ with a seed no training set uses, labelled with its ground truth.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

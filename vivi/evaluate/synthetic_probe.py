@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 
 import ml_collections
-import numpy as np
 from absl import logging
 
 from vivi.evaluate import baselines, linear_probe, object_nn

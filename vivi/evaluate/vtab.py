@@ -31,7 +31,8 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class Setting:
   steps: int
   decay_every: int
 
-  def scaled(self, step_scale: float) -> 'Setting':
+  def scaled(self, step_scale: float) -> Setting:
     """Steps and decay interval times `step_scale`, rounded half up, at least 1."""
     scale = lambda n: max(1, int(math.floor(n * step_scale + 0.5)))
     return Setting(self.learning_rate, scale(self.steps), scale(self.decay_every))
@@ -227,6 +228,7 @@ def _encoder_from_config(config, mesh):
   initialised `config.model` (VTAB's from-scratch baseline; smoke runs)."""
   import jax
   import jax.numpy as jnp
+
   from vivi import checkpoint, parallel
   from vivi.models import video_model
 

@@ -25,8 +25,9 @@ import dataclasses
 
 import tensorflow as tf
 
-from vivi.input import augment as augment_lib, records, segments as segments_lib
-
+from vivi.input import augment as augment_lib
+from vivi.input import records
+from vivi.input import segments as segments_lib
 
 MASKS = ('fh', 'whole_image')
 

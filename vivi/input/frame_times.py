@@ -11,7 +11,7 @@ samplers without AutoGraph.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 

@@ -36,7 +36,8 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow as tf

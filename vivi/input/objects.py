@@ -18,7 +18,6 @@ import tensorflow as tf
 
 from vivi.input import records
 
-
 # The paper's box filter (section 4.1), the one definition: "We discard objects with
 # detection score below 0.05" and "limit the number of objects ... to 5" per frame.
 MIN_SCORE = 0.05

@@ -16,14 +16,14 @@ record and what is wrong (`diagnose` re-reads the host's shards to find it).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from vivi import errors
 from vivi.input import records
-
 
 _NOTHING_USABLE = 'videos in a row were skipped'
 

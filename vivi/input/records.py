@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -188,7 +188,7 @@ class Manifest:
     write_atomic(os.path.join(folder, MANIFEST), json.dumps(dataclasses.asdict(self), indent=1))
 
   @classmethod
-  def read(cls, folder: str) -> 'Manifest':
+  def read(cls, folder: str) -> Manifest:
     from tensorflow.io import gfile
     path = os.path.join(folder, MANIFEST)
     if not gfile.exists(path):

@@ -17,6 +17,7 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
+
 # Imported here, not inside `segment`: a first import from a tf.data worker thread
 # deadlocks (measured: the pipeline hangs once JAX is loaded). Only DetCon imports this file.
 from skimage import segmentation

@@ -21,7 +21,8 @@ import dataclasses
 
 import tensorflow as tf
 
-from vivi.input import augment, objects as objects_lib, records
+from vivi.input import augment, records
+from vivi.input import objects as objects_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -192,9 +192,10 @@ class ResNetV2(nn.Module):
     downsample: 'stride' (Keras; the default) or 'pool' (see `BottleneckUnit`).
     dtype: computation dtype (parameters and normalisation stay float32).
 
-  Returns a dict: 'stem' (the stem's output, after the max-pool for 'imagenet'), 'block1'..'block4' (each stage's output,
-  'block4' after the final norm + relu, i.e. what Keras' ResNet50V2(include_top=False)
-  returns), and 'pre_logits' (global average of 'block4', [batch, 2048 * width]).
+  Returns a dict: 'stem' (the stem's output, after the max-pool for 'imagenet'),
+  'block1'..'block4' (each stage's output, 'block4' after the final norm + relu, i.e. what
+  Keras' ResNet50V2(include_top=False) returns), and 'pre_logits' (global average of
+  'block4', [batch, 2048 * width]).
   """
   depth: Any = 50
   width: float = 1.0

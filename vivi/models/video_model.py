@@ -15,7 +15,8 @@ when it carries labelled images (co-training), features['labelled'] holds their 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -19,9 +19,19 @@ import types
 import ml_collections
 
 from vivi import errors
-from vivi.objectives import (detcon, distillation, exemplar, object_classification,
-                             object_triplet, rotation, shot_infonce, shot_order, supervised,
-                             vince, vito)
+from vivi.objectives import (
+  detcon,
+  distillation,
+  exemplar,
+  object_classification,
+  object_triplet,
+  rotation,
+  shot_infonce,
+  shot_order,
+  supervised,
+  vince,
+  vito,
+)
 
 REGISTRY: dict[str, types.ModuleType] = {
     'exemplar': exemplar,                            # VIVI frame/shot level

@@ -6,8 +6,8 @@ shot m steps ahead; the critic scores it against the true shot and against negat
 
   predictor='lstm' (the paper's K=4 setting): an LSTM with 256 units reads e_1..e_{K-1};
     its state after shot k predicts every later shot k+m with a bilinear critic
-    g(c_k, e) = e^T W_m c_k, one W_m per step m (the form of CPC [45]; Romijnders et al.,
-    Romijnders et al. section 4.1, "parameterize the critic g as a bilinear form").
+    g(c_k, e) = e^T W_m c_k, one W_m per step m (the form of CPC [45]; Romijnders et al.
+    section 4.1, "parameterize the critic g as a bilinear form").
   predictor='mlp' (the paper's K=2 setting): g(e, e') = phi1(e)^T phi2(e') with phi1, phi2
     MLPs with one hidden layer of 256 units (output width `hidden` too), predicting shot
     k+1 from shot k.

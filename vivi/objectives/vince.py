@@ -11,8 +11,8 @@ batch and the m keys of the memory bank. With cosine similarity s = <f, g> / tem
     -log( exp(s_ip) / (exp(s_ip) + sum_{j in negatives(i)} exp(s_ij)) )
 
 (equation 3, Algorithm 1), computed in log-sum-exp form (`losses.info_nce`); the loss is the
-mean over the n * k pairs. With k = 1 it is MoCo's InfoNCE (equation 3 with the other keys of the batch
-as further negatives, as Algorithm 1 concatenates them).
+mean over the n * k pairs. With k = 1 it is MoCo's InfoNCE (equation 3 with the other keys of
+the batch as further negatives, as Algorithm 1 concatenates them).
 
 The memory bank is a ring buffer of the target's embeddings in the train state: each step
 writes the batch's n positives' keys over the oldest entries (MoCo; all n keys, since the

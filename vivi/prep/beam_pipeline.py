@@ -14,7 +14,7 @@ need this package; inputs and output on gs:// work because all file access is tf
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from vivi.prep import prepare, runner
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np

@@ -16,7 +16,8 @@ Each check returns None (keep) or a reason string 'category: details' for the ma
 from __future__ import annotations
 
 import collections
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 

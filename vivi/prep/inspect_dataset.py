@@ -13,7 +13,7 @@ import collections
 import io
 import os
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont

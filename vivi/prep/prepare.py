@@ -61,7 +61,7 @@ class PrepConfig:
   seed: int = 0
 
   @classmethod
-  def from_preset(cls, name: str, **overrides) -> 'PrepConfig':
+  def from_preset(cls, name: str, **overrides) -> PrepConfig:
     if name and name not in PRESETS:
       raise ValueError(f'unknown preset {name!r}; presets: {sorted(PRESETS)}')
     return cls(**{**PRESETS.get(name, {}), **overrides})

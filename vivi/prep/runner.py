@@ -16,7 +16,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from vivi.input import records
 from vivi.prep import prepare

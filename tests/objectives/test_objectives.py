@@ -7,13 +7,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-import references
+from tests import helpers, references
 from vivi import objectives
 from vivi.objectives import exemplar, rotation, shot_infonce, shot_order
 
-
-def _cfg(name, **kw):
-  return objectives.resolve(ml_collections.ConfigDict({name: kw}))[name]
+_cfg = helpers.objective_cfg  # One objective's resolved config.
 
 
 def test_resolve_rejects_unknown_objective_and_key():
@@ -90,7 +88,7 @@ def test_shot_infonce_head_shapes_and_causality(predictor, k):
   # A prediction from shot s must not see shots after s (the future it predicts).
   e2 = e.at[:, -1].set(100.0)
   out2 = head.apply(params, {'shot_embeddings': e2}, {}, True)
-  for p, (s, _) in enumerate(pairs):
+  for p in range(len(pairs)):
     np.testing.assert_allclose(out2['queries'][:, p], out['queries'][:, p], rtol=1e-6)
 
 

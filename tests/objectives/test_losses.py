@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import references
+from tests import references
 from vivi.objectives import losses
 
 

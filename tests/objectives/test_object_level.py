@@ -2,20 +2,15 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-import references
 from configs import vivi, vivi_obj
-from vivi import objectives
+from tests import helpers, references
 from vivi.models import box_features
-from vivi.objectives import (distillation, losses, object_classification,
-                             object_triplet, supervised)
+from vivi.objectives import distillation, losses, object_classification, object_triplet, supervised
 
-
-def _cfg(name, **kw):
-  return objectives.resolve(ml_collections.ConfigDict({name: kw}))[name]
+_cfg = helpers.objective_cfg  # One objective's resolved config.
 
 
 def test_gather_matches_a_numpy_loop_of_the_paper_formula():

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import references
+from tests import references
 from vivi.models import heads
 from vivi.objectives import detcon, vince, vito
 
@@ -214,11 +214,11 @@ def test_detcon_gradient_and_direction():
 
 def test_attention_maps_api_returns_masks_for_images():
   from configs import vito as vito_config
-  from vivi import train
+  from vivi import optim, train
   from vivi.evaluate import attention_maps
   config = vito_config.get_config('tiny')
   config.input.image_size = 64
-  model, tx = train.build_model(config), train.make_optimizer(config)
+  model, tx = train.build_model(config), optim.make_optimizer(config)
   state = train.create_train_state(config, model, tx, jax.random.key(0))
   images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
   masks = attention_maps.attention_masks(config, state, images)

@@ -3,26 +3,21 @@ a known answer, and the documented command on a checkpoint end to end."""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests import helpers
 from vivi.evaluate import linear_probe
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _clusters(n, classes, dim, seed, spread):
-  rng = np.random.default_rng(seed)
-  centres = rng.normal(size=(classes, dim)) * 5
-  y = rng.integers(0, classes, n)
-  return (centres[y] + spread * rng.normal(size=(n, dim))).astype(np.float32), y
+ROOT = helpers.ROOT
 
 
 def test_linear_probe_is_perfect_on_separable_clusters_and_chance_on_shuffled_labels():
-  x, y = _clusters(600, 5, 16, 0, spread=0.5)
+  x, y = helpers.clusters(np.random.default_rng(0), 5, 120, 16, spread=0.5, scale=5.0)
   assert linear_probe.probe_accuracy(x[:400], y[:400], x[400:], y[400:], 5) == 1.0
   shuffled = np.random.default_rng(1).permutation(y)
   acc = linear_probe.probe_accuracy(x[:400], shuffled[:400], x[400:], shuffled[400:], 5)
@@ -38,11 +33,11 @@ import sys
 import jax
 from clu import metric_writers
 from configs import vito
-from vivi import checkpoint, parallel, train
+from vivi import checkpoint, optim, parallel, testing, train
 workdir = sys.argv[1]
 config = vito.get_config('tiny')
 config.model.width = 0.25
-model, tx = train.build_model(config), train.make_optimizer(config)
+model, tx = train.build_model(config), optim.make_optimizer(config)
 state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)),
                            parallel.make_mesh())
 mngr = checkpoint.manager(workdir, config)
@@ -81,11 +76,11 @@ def test_evaluate_command_writes_the_table_json_and_pictures(tmp_path):
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
   assert out.returncode == 0, out.stderr[-3000:]
   results = os.path.join(workdir, 'eval', 'step_0')
-  table = open(os.path.join(results, 'results.md')).read()
+  table = pathlib.Path(results, 'results.md').read_text()
   assert table in out.stdout
   for name in evaluators:
     assert f'| {name} |' in table, table
-    metrics = json.load(open(os.path.join(results, f'{name}.json')))['metrics']
+    metrics = json.loads(pathlib.Path(results, f'{name}.json').read_text())['metrics']
     assert all(np.isfinite(v) for v in metrics.values()), (name, metrics)
   for png in ('training_curves', 'tsne', 'neighbours', 'attention'):
     assert os.path.getsize(os.path.join(results, f'{png}.png')) > 10_000, png
@@ -97,6 +92,7 @@ def test_each_evaluator_is_written_as_it_finishes_and_a_crash_loses_nothing(tmp_
   import jax
   import jax.numpy as jnp
   import ml_collections
+
   from vivi import checkpoint, parallel
   from vivi.evaluate import suite
   from vivi.models import resnet_v2
@@ -109,7 +105,7 @@ def test_each_evaluator_is_written_as_it_finishes_and_a_crash_loses_nothing(tmp_
     return {'x': 1.0}, {}
 
   def crash(ctx, cfg):
-    written.append(open(os.path.join(ctx.out_dir, 'results.md')).read())
+    written.append(pathlib.Path(ctx.out_dir, 'results.md').read_text())
     raise ZeroDivisionError('a bug')
 
   def last(ctx, cfg):
@@ -122,7 +118,7 @@ def test_each_evaluator_is_written_as_it_finishes_and_a_crash_loses_nothing(tmp_
   with pytest.raises(RuntimeError, match=r"evaluators \['b_crash'\] failed"):
     suite.run(encoder, config, parallel.make_mesh(), str(tmp_path))
   assert '| a_first | x | 1.0000 |' in written[0]  # Written before the next one started.
-  table = open(tmp_path / 'step_5' / 'results.md').read()
+  table = (tmp_path / 'step_5' / 'results.md').read_text()
   assert '| a_first | x | 1.0000 |' in table and '| c_last | y | 2.0000 |' in table
   assert '| b_crash | FAILED | ZeroDivisionError: a bug |' in table
   assert sorted(os.listdir(tmp_path / 'step_5')) == ['a_first.json', 'c_last.json',

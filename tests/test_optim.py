@@ -1,4 +1,4 @@
-"""train.make_optimizer: each optimiser decays convolution and dense kernels only (biases
+"""optim.make_optimizer: each optimiser decays convolution and dense kernels only (biases
 and normalisation parameters excluded, as BYOL does), by the rule it is named after."""
 
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import vivi
-from vivi import errors, train
+from vivi import errors, optim
 
 LR, WD = 0.5, 0.1
 
@@ -20,7 +20,7 @@ def _first_update(name):
   config = vivi.get_config('tiny')
   config.optimizer.update(name=name, weight_decay=WD, momentum=0.9, nesterov=False)
   config.schedule.update(name='cosine', base_learning_rate=LR, warmup_steps=0)
-  tx = train.make_optimizer(config)
+  tx = optim.make_optimizer(config)
   params = _params()
   zero = {k: {n: jnp.zeros_like(v) for n, v in d.items()} for k, d in params.items()}
   updates, _ = tx.update(zero, tx.init(params), params)
@@ -47,4 +47,4 @@ def test_unknown_optimizer_lists_the_valid_ones():
   config = vivi.get_config('tiny')
   config.optimizer.name = 'adam'
   with pytest.raises(errors.ConfigError, match=r"\['sgd', 'lars', 'adamw'\]"):
-    train.make_optimizer(config)
+    optim.make_optimizer(config)

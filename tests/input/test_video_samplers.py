@@ -1,5 +1,6 @@
 """Time-based frame lookup, the VINCE and VITO samplers, and the MoCo v2 / BYOL augmentations."""
 
+import functools
 import io
 import os
 
@@ -8,38 +9,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tests import helpers
 from vivi.input import augment, frame_times, pipeline, records, vince_sampler, vito_sampler
 
 SIZE = 16
+_video = functools.partial(helpers.coded_video, size=SIZE)  # Solid frames, coded.
+_decode = helpers.decode_coded
 NO_AUGMENT = augment.AugmentConfig(image_size=SIZE, crop_area=(1.0, 1.0), crop_aspect=(1, 1),
                                    flip=False, color=False)
-
-
-def _jpeg(frame_index: int, shot: int) -> bytes:
-  # Solid colour that encodes the frame index (red, mod 32) and the shot (green), 8 levels
-  # apart.
-  image = np.zeros((SIZE, SIZE, 3), np.uint8)
-  image[..., 0] = 8 * (frame_index % 32)
-  image[..., 1] = 8 * shot
-  buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format='JPEG', quality=95)
-  return buf.getvalue()
-
-
-def _video(name: str, shot_lengths, fps: float) -> records.Video:
-  shot_ids = np.repeat(np.arange(len(shot_lengths)), shot_lengths)
-  t = len(shot_ids)
-  return records.Video(
-      video_id=name, fps=fps, frames=[_jpeg(i, s) for i, s in enumerate(shot_ids)],
-      timestamps=np.arange(t, dtype=np.float32) / fps, shot_ids=shot_ids,
-      boxes=[np.zeros((0, 4), np.float32)] * t, labels=[np.zeros(0, np.int64)] * t,
-      scores=[np.zeros(0, np.float32)] * t)
-
-
-def _decode(frames):
-  """(frame index, shot) of each solid-colour frame [..., H, W, 3]."""
-  mean = frames.astype(np.float32).mean(axis=(-3, -2))
-  return np.round(mean[..., 0] / 8).astype(int), np.round(mean[..., 1] / 8).astype(int)
 
 
 def _run(tmp_path, videos, sampler, batch_size, seed=0):
@@ -132,7 +109,7 @@ def test_vince_draws_with_replacement_and_augments_each_draw(tmp_path):
 
 def test_vince_skips_and_counts_videos_too_short_for_the_gaps(tmp_path):
   # T=4, G=5: the stored frames must span 15 s. 16 frames at 1 fps span exactly 15 s.
-  good = [_video(f'g{i}', [16], fps=1.0) for i in range(3)] + [_video('g3', [10, 36], 3.0)]
+  good = [_video(f'g{i}', [16], fps=1.0) for i in range(3)] + [_video('g3', [10, 36], fps=3.0)]
   bad = [_video('b0', [15], fps=1.0), _video('b1', [45], fps=3.0)]
   sampler = vince_sampler.VinceSampler(augment=NO_AUGMENT)
   p, batches = _run(tmp_path, [bad[0]] + good[:2] + [bad[1]] + good[2:], sampler,

@@ -1,44 +1,23 @@
 """The record schema, the VIVI sampler and the tf.data pipeline."""
 
+import functools
 import io
 import os
+import pathlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tests import helpers
 from vivi.input import augment, objects, pipeline, records, vivi_sampler
 
 SIZE = 16
+_video = functools.partial(helpers.coded_video, size=SIZE)  # Solid frames, coded.
+_decode = helpers.decode_coded
 NO_AUGMENT = augment.AugmentConfig(image_size=SIZE, crop_area=(1.0, 1.0), crop_aspect=(1, 1),
                                    flip=False, color=False)
-
-
-def _jpeg(frame_index: int, shot: int) -> bytes:
-  # Solid colour that encodes the frame index (red) and the shot (green), 8 levels apart.
-  image = np.zeros((SIZE, SIZE, 3), np.uint8)
-  image[..., 0] = 8 * frame_index
-  image[..., 1] = 8 * shot
-  buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format='JPEG', quality=95)
-  return buf.getvalue()
-
-
-def _video(name: str, shot_lengths) -> records.Video:
-  shot_ids = np.repeat(np.arange(len(shot_lengths)), shot_lengths)
-  t = len(shot_ids)
-  return records.Video(
-      video_id=name, fps=1.0, frames=[_jpeg(i, s) for i, s in enumerate(shot_ids)],
-      timestamps=np.arange(t, dtype=np.float32), shot_ids=shot_ids,
-      boxes=[np.zeros((0, 4), np.float32)] * t, labels=[np.zeros(0, np.int64)] * t,
-      scores=[np.zeros(0, np.float32)] * t)
-
-
-def _decode_indices(frames):
-  """(frame index, shot) of each solid-colour frame [..., H, W, 3]."""
-  mean = frames.astype(np.float32).mean(axis=(-3, -2))
-  return np.round(mean[..., 0] / 8).astype(int), np.round(mean[..., 1] / 8).astype(int)
 
 
 def _write(tmp_path, shards):
@@ -76,7 +55,7 @@ def test_sampler_takes_consecutive_frames_of_consecutive_usable_shots(tmp_path):
   seen = set()
   for seed in range(12):
     _, batches = _batches(files, sampler, seed=seed)
-    frame, shot = _decode_indices(batches[0]['frames'][0])        # [K, L]
+    frame, shot = _decode(batches[0]['frames'][0])        # [K, L]
     assert batches[0]['frames'].shape == (1, 3, 4, SIZE, SIZE, 3)
     assert np.all(np.diff(frame, axis=1) == 1)                    # Consecutive frames...
     assert np.all(shot == shot[:, :1])                            # ...of one shot each.
@@ -168,9 +147,9 @@ def test_transform_boxes_through_crop_and_flip():
 
 def test_corrupt_shard_error_names_the_file(tmp_path):
   files = _write(tmp_path, [[_video(f'v{i}', [4, 4]) for i in range(3)]])
-  data = bytearray(open(files[0], 'rb').read())
+  data = bytearray(pathlib.Path(files[0]).read_bytes())
   data[len(data) // 2] ^= 0xFF                     # Breaks a record's CRC.
-  open(files[0], 'wb').write(bytes(data))
+  pathlib.Path(files[0]).write_bytes(bytes(data))
   sampler = vivi_sampler.ViviSampler(num_shots=2, frames_per_shot=4, augment=NO_AUGMENT)
   with pytest.raises(records.RecordError, match=r'train-00000.tfrecord: corrupt shard after '
                                                 r'record \d'):

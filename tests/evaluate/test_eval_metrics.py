@@ -3,14 +3,9 @@
 import numpy as np
 import pytest
 
+from tests import helpers
 from vivi.evaluate import knn, retrieval, robustness
 from vivi.input import synthetic
-
-
-def _clusters(rng, num_classes, per_class, dim=16, spread=0.05):
-  centres = rng.normal(size=(num_classes, dim))
-  y = np.repeat(np.arange(num_classes), per_class)
-  return centres[y] + spread * rng.normal(size=(len(y), dim)), y
 
 
 def _knn_reference(train_x, train_y, test_x, num_classes, k, temperature):
@@ -33,7 +28,7 @@ def _knn_reference(train_x, train_y, test_x, num_classes, k, temperature):
 
 def test_knn_separated_clusters_are_perfect():
   rng = np.random.default_rng(0)
-  x, y = _clusters(rng, 5, 40)
+  x, y = helpers.clusters(rng, 5, 40)
   order = rng.permutation(len(x))
   train, test = order[:150], order[150:]
   assert knn.knn_accuracy(x[train], y[train], x[test], y[test], 5) == 1.0
@@ -43,7 +38,7 @@ def test_knn_separated_clusters_are_perfect():
 
 def test_knn_shuffled_labels_are_near_chance():
   rng = np.random.default_rng(1)
-  x, y = _clusters(rng, 4, 500)
+  x, y = helpers.clusters(rng, 4, 500)
   y = rng.permutation(y)  # The features no longer say anything about the labels.
   acc = knn.knn_accuracy(x[:1000], y[:1000], x[1000:], y[1000:], 4)
   assert abs(acc - 0.25) < 0.1, acc
@@ -169,7 +164,7 @@ def test_synthetic_sequences():
 
 def test_retrieval_clustered_videos_are_found():
   rng = np.random.default_rng(0)
-  x, ids = _clusters(rng, 2, 10)
+  x, ids = helpers.clusters(rng, 2, 10)
   r = retrieval.frame_to_video_recall(x, ids)
   assert r == {'recall@1': 1.0, 'recall@5': 1.0}
   assert retrieval.recall_at_1(x, ids) == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -12,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vivi.input import records
-from vivi.input import synthetic
-from vivi.input import synthetic_tasks
+from tests import helpers
+from vivi.input import records, synthetic, synthetic_tasks
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = helpers.ROOT
 SIZE = 32
 
 
@@ -147,17 +147,17 @@ def test_build_dataset_counts_and_restart(tmp_path):
       'boxes': sum(len(l) for v in expected for l in v.labels)}
   # Restart: a missing shard is rebuilt identically, present ones are left alone.
   paths = m.shard_paths(folder)
-  before = [open(p, 'rb').read() for p in paths]
+  before = [pathlib.Path(p).read_bytes() for p in paths]
   mtime = os.stat(paths[0]).st_mtime_ns
   os.remove(paths[1])
   os.remove(os.path.join(folder, records.MANIFEST))
   m2 = synthetic.build_dataset(folder, **kw)
-  assert [open(p, 'rb').read() for p in paths] == before
+  assert [pathlib.Path(p).read_bytes() for p in paths] == before
   assert os.stat(paths[0]).st_mtime_ns == mtime and m2 == m
   # Several processes write the same bytes.
   other = str(tmp_path / 'e')
   synthetic.build_dataset(other, **kw, num_workers=2)
-  assert [open(p, 'rb').read() for p in m.shard_paths(other)] == before
+  assert [pathlib.Path(p).read_bytes() for p in m.shard_paths(other)] == before
   with pytest.raises(ValueError, match='different dataset'):
     synthetic.build_dataset(folder, **{**kw, 'seed': 4})
 

@@ -3,13 +3,15 @@ decoding rates, shot boundaries, filters, skipped files, restart, Beam = local."
 
 import math
 import os
+import pathlib
 import shutil
 
 import av
 import numpy as np
 import pytest
 
-from real_clips import clips_dir
+from tests import helpers
+from tests.real_clips import clips_dir
 from vivi.input import records
 from vivi.prep import decode, filters, prepare, runner, shots
 
@@ -159,7 +161,7 @@ def _input_folder(clips, folder):
   os.makedirs(folder / 'animals')
   for name in ('bikes.mp4', 'bigbuckbunny.mp4', 'carphone_pristine.mp4'):
     shutil.copy(_clip(clips, name), folder / name)
-  data = open(_clip(clips, 'bikes.mp4'), 'rb').read()
+  data = pathlib.Path(_clip(clips, 'bikes.mp4')).read_bytes()
   (folder / 'animals' / 'truncated.mp4').write_bytes(data[:len(data) // 3])
   (folder / 'animals' / 'notes.mp4').write_text('this is not a video\n')
   (folder / 'readme.txt').write_text('not listed: no video extension\n')
@@ -212,7 +214,7 @@ def test_interrupted_run_finishes_without_redoing_or_duplicating(prepared, tmp_p
   assert not os.path.exists(os.path.join(out, records.MANIFEST))
   done = [os.path.join(out, plan.names[1]), os.path.join(out, plan.names[0]) + '.json']
   stamps = [os.stat(f).st_mtime_ns for f in done]
-  open(os.path.join(out, plan.names[2]) + '.tmp', 'wb').write(b'half a shard')  # A crash.
+  pathlib.Path(os.path.join(out, plan.names[2]) + '.tmp').write_bytes(b'half a shard')  # A crash.
   again = runner.run_local(_plan(inputs, out), progress=False)
   assert [os.stat(f).st_mtime_ns for f in done] == stamps
   assert again.counts == manifest.counts and again.skipped == manifest.skipped
@@ -248,7 +250,7 @@ def test_vivi_tiny_trains_on_records_prepared_from_the_clips(clips, tmp_path):
   """The README-style main command, pointed at records made by data/prepare_videos.py."""
   import subprocess
   import sys
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = helpers.ROOT
   inputs = _input_folder(clips, tmp_path / 'in')
   out = str(tmp_path / 'records')
   prep = subprocess.run([sys.executable, os.path.join(root, 'data/prepare_videos.py'),

@@ -1,12 +1,11 @@
 """DetCon's input: FH segments, masks that follow each view's crop and flip, the sampler."""
 
-import io
 import os
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
+from tests import helpers
 from vivi.input import augment, detcon_sampler, pipeline, records, segments
 
 H, W, SIZE = 96, 128, 48
@@ -28,9 +27,7 @@ def _regions() -> np.ndarray:
 
 
 def _jpeg(image: np.ndarray) -> bytes:
-  buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format='JPEG', quality=100, subsampling=0)
-  return buf.getvalue()
+  return helpers.jpeg(image, quality=100, subsampling=0)   # As exact as JPEG gets.
 
 
 def _palette_index(frames: np.ndarray) -> np.ndarray:
@@ -49,15 +46,6 @@ def _flips(image: np.ndarray, seed: int, cfg) -> tuple[bool, bool]:
   decoded = tf.io.decode_jpeg(_jpeg(image), channels=3)
   seeds = tf.random.experimental.stateless_split(tf.constant([seed, 7], tf.int64), 3)
   return tuple(bool(augment.augment_decoded(decoded, seeds[v], cfg)[2]) for v in range(2))
-
-
-def _video(name: str, images) -> records.Video:
-  t = len(images)
-  return records.Video(
-      video_id=name, fps=1.0, frames=[_jpeg(x) for x in images],
-      timestamps=np.arange(t, dtype=np.float32), shot_ids=np.zeros(t, np.int64),
-      boxes=[np.zeros((0, 4), np.float32)] * t, labels=[np.zeros(0, np.int64)] * t,
-      scores=[np.zeros(0, np.float32)] * t)
 
 
 def test_fh_segments_recover_solid_regions():
@@ -155,7 +143,7 @@ def test_an_image_of_one_colour_gives_one_valid_mask():
 def test_sampler_picks_a_uniform_frame_and_runs_through_the_pipeline(tmp_path):
   # Each frame is one solid colour, so the sampled frame shows in the rendered views.
   solid = lambda i: np.full((H, W, 3), PALETTE[i], np.uint8)
-  video = _video('v', [solid(i) for i in range(4)])
+  video = helpers.video('v', [_jpeg(solid(i)) for i in range(4)])
   cfg = augment.AugmentConfig(image_size=SIZE, color=False)
   sampler = detcon_sampler.DetconSampler(augment=(cfg, cfg), num_masks=4, fh=FH)
   serialized = tf.constant(records.to_sequence_example(video).SerializeToString())
@@ -172,7 +160,9 @@ def test_sampler_picks_a_uniform_frame_and_runs_through_the_pipeline(tmp_path):
   paths = []
   for s in range(2):
     paths.append(os.path.join(tmp_path, f'train-{s:05d}.tfrecord'))
-    records.write_shard(paths[-1], [_video(f's{s}v{i}', scenes + [solid(i)]) for i in range(2)])
+    videos = [helpers.video(f's{s}v{i}', [_jpeg(x) for x in scenes + [solid(i)]])
+              for i in range(2)]
+    records.write_shard(paths[-1], videos)
   p = pipeline.make_pipeline(paths, sampler, batch_size=2, seed=0, repeat=False,
                              shuffle_buffer=1)
   batches = list(p)

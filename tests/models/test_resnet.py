@@ -2,9 +2,9 @@
 
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from vivi.models import keras_convert, resnet_v2
 
@@ -108,7 +108,7 @@ def test_pooled_downsampling_keeps_the_parameters_and_feature_map_sizes(stem, st
   for downsample in resnet_v2.DOWNSAMPLES:
     model = resnet_v2.ResNetV2(depth=14, width=0.25, stem=stem, stem_stride=stride,
                                downsample=downsample)
-    out, variables = jax.eval_shape(lambda: model.init_with_output(
+    out, variables = jax.eval_shape(lambda model=model: model.init_with_output(
         jax.random.key(0), jnp.zeros((2, size, size, 3))))
     shapes[downsample] = (jax.tree.map(lambda x: x.shape, variables),
                           jax.tree.map(lambda x: x.shape, out))
@@ -131,7 +131,8 @@ def _np_pool(x, reduce):
 
 
 def _np_conv3x3(x, kernel):
-  """Stride 1, zero padding 1: out[b, i, j] = sum_{di, dj} x[b, i + di - 1, j + dj - 1] k[di, dj]."""
+  """Stride 1, zero padding 1:
+  out[b, i, j] = sum_{di, dj} x[b, i + di - 1, j + dj - 1] k[di, dj]."""
   padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   h, w = x.shape[1:3]
   return sum(padded[:, di:di + h, dj:dj + w] @ kernel[di, dj]

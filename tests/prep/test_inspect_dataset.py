@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import os
+import pathlib
 import re
 import runpy
 import shutil
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vivi.input import records
-from vivi.input import synthetic
+from tests import helpers
+from vivi.input import records, synthetic
 from vivi.prep import inspect_dataset
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = helpers.ROOT
 
 
 @pytest.fixture(scope='module')
@@ -26,10 +26,7 @@ def dataset(tmp_path_factory) -> str:
   return folder
 
 
-def _jpeg(h: int, w: int) -> bytes:
-  buf = io.BytesIO()
-  Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(buf, format='JPEG')
-  return buf.getvalue()
+GREY = helpers.jpeg(np.full((30, 40, 3), 128, np.uint8))
 
 
 def _handmade(folder: str) -> None:
@@ -37,12 +34,12 @@ def _handmade(folder: str) -> None:
   empty = lambda n: ([np.zeros((0, 4), np.float32)] * n, [np.zeros(0, np.int64)] * n,
                      [np.zeros(0, np.float32)] * n)
   b, l, s = empty(1)
-  one = records.Video('one', 2.0, [_jpeg(30, 40)], np.zeros(1, np.float32), np.zeros(1, int),
+  one = records.Video('one', 2.0, [GREY], np.zeros(1, np.float32), np.zeros(1, int),
                       b, l, s)
   b, l, s = empty(3)
   b[1] = np.array([[0.1, 0.2, 0.5, 0.6]], np.float32)
   l[1], s[1] = np.array([7]), np.array([0.9], np.float32)
-  three = records.Video('three', 2.0, [_jpeg(30, 40)] * 3, np.array([0, .5, 1], np.float32),
+  three = records.Video('three', 2.0, [GREY] * 3, np.array([0, .5, 1], np.float32),
                         np.array([0, 1, 1]), b, l, s)
   os.makedirs(folder)
   records.write_shard(os.path.join(folder, 'a.tfrecord'), [one, three])
@@ -67,7 +64,7 @@ def test_statistics_match_manifest(dataset):
   assert 4 <= stats['shot_seconds']['min'] <= stats['shot_seconds']['max'] <= 14
   assert 0 < stats['frames_with_kept_box'] <= stats['frames_with_box'] <= 1
   q = list(stats['score_quantiles'].values())
-  assert q == sorted(q) and 0 <= q[0] and q[-1] <= 1
+  assert q == sorted(q) and q[0] >= 0 and q[-1] <= 1
   assert sum(n for _, _, n in stats['top_labels']) <= counts['boxes']
   assert all(name in synthetic.CLASS_NAMES for _, name, _ in stats['top_labels'])
   assert stats['frame_sizes'] == {'64x64': 5}
@@ -112,7 +109,7 @@ def test_corrupt_shard_names_file(dataset, tmp_path):
   folder = str(tmp_path / 'corrupt')
   shutil.copytree(dataset, folder)
   shard = records.Manifest.read(folder).shard_paths(folder)[1]
-  data = bytearray(open(shard, 'rb').read())
+  data = bytearray(pathlib.Path(shard).read_bytes())
   middle = len(data) // 2
   data[middle:middle + 64] = b'\xff' * 64
   with open(shard, 'wb') as f:

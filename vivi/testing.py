@@ -1,0 +1,26 @@
+"""Random inputs with the pipeline's shapes, for tests and benchmarks (never for training)."""
+
+from __future__ import annotations
+
+import ml_collections
+import numpy as np
+
+from vivi import train
+
+
+def random_batch(config: ml_collections.ConfigDict, batch_videos: int | None = None,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+  """Random host inputs with the pipeline's shapes (tests, benchmarks): uint8 frames,
+  segments in [-1, num_masks), every mask valid."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for key, x in train.init_batch(config, batch_videos).items():
+    if x.dtype == np.uint8:
+      out[key] = rng.integers(0, 256, x.shape, dtype=np.uint8)
+    elif key == 'segments':
+      out[key] = rng.integers(-1, config.input.num_masks, x.shape).astype(np.int32)
+    elif key == 'mask_valid':
+      out[key] = np.ones(x.shape, bool)
+    else:
+      raise ValueError(f'no random input for batch[{key!r}] {x.shape} {x.dtype}')
+  return out
