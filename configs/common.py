@@ -7,14 +7,14 @@ import ml_collections
 
 # The tiny runs (variant 'tiny'): every method on the synthetic world with the same encoder,
 # image size and budget (`tiny_schedule`), so that their rows in benchmarks/learning.py
-# compare. The encoder was chosen by benchmarks/tiny_encoder.py (see README, "Learning").
+# compare. The encoder was chosen by benchmarks/tiny_encoder.py (docs/results.md, section 1).
 TINY_IMAGES_PER_STEP = 96   # Images through the online encoder per step, every method.
 TINY_STEPS = 1000
 TINY_IMAGE_SIZE = 64
 TINY_MODEL = dict(depth=14, width=0.25, stem='small', stem_stride=2, downsample='pool')
 # The tiny runs' optimiser and schedule, the same for every method, not the papers' (SGD or
-# LARS at the linear-scaling rule): measured in 1,000 steps of 96 images (README,
-# "Learning"), SGD at 4x the rule trains this encoder *with labels* to 0.15 validation class
+# LARS at the linear-scaling rule): measured in 1,000 steps of 96 images (docs/results.md,
+# section 2), SGD at 4x the rule trains this encoder *with labels* to 0.15 validation class
 # accuracy and AdamW to 0.33 under the same schedule. The learning rate is
 # TINY_LEARNING_RATE (AdamW's in benchmarks/tiny_encoder.py) times the method's
 # TINY_LR_MULTIPLIER, chosen from TINY_LR_MULTIPLIERS on the probe's validation split by

@@ -43,9 +43,14 @@ BAD_CONFIGS = [
     ('schedule.base_learning_rate', float('nan'), r'base_learning_rate=nan'),
     ('input.batch_videos', 0, r'config.input.batch_videos=0: .* > 0'),
     ('num_train_steps', -5, r'config.num_train_steps=-5'),
-    ('input.sampler', 'vivid', r"input.sampler='vivid'; known: \('vivi', 'vince'"),
-    ('input.sampler', 'vince', r"input.sampler='vince' needs config.input.num_frames"),
-    ('input.augment', 'simclr', r"input.augment='simclr'; known"),
+    ('input.sampler', 'vivid',
+     r"input.sampler='vivid'; valid: \['detcon', 'none', 'vince', 'vito', 'vivi'\]"),
+    ('input.sampler', 'vince', r"config.input: unknown key\(s\) \['color', 'flip', "
+     r"'frames_per_shot', .* for the 'vince' sampler; it takes \['augment', 'batch_videos'"),
+    ('input.frames_per_shots', 4, r"config.input: unknown key\(s\) \['frames_per_shots'\] "
+     r"for the 'vivi' sampler; it takes \['augment', 'batch_videos', 'color', 'crop_area'"),
+    ('input.augment', 'simclr',
+     r"input.augment='simclr'; valid: \['inception', 'moco_v2', 'byol'\]"),
     ('input.num_shots', 0, r'input.num_shots=0: the vivi sampler needs >= 1'),
     ('input.crop_area', (0.5, 0.2), r'input.crop_area=\(0.5, 0.2\)'),
     ('optimizer.name', 'adam',

@@ -58,7 +58,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   LARS (You et al. 2017; the optimiser of BYOL and MoCLR, which VITO and DetCon follow) with
   decay and trust ratio on kernels only, biases and normalisation parameters excluded; or
   AdamW (Loshchilov & Hutter 2019; `optimizer.momentum` is its beta1) with decoupled decay
-  on kernels only, which no paper here uses: it is for short runs (README, "Learning")."""
+  on kernels only, which no paper here uses: it is for short runs (docs/results.md, section 2)."""
   o = config.optimizer
   kernels = lambda params: jax.tree_util.tree_map_with_path(
       lambda path, _: path[-1].key == 'kernel', params)

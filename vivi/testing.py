@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 
 from vivi import train
+from vivi.input import samplers
 
 
 def random_batch(config: ml_collections.ConfigDict, batch_videos: int | None = None,
@@ -18,7 +19,7 @@ def random_batch(config: ml_collections.ConfigDict, batch_videos: int | None = N
     if x.dtype == np.uint8:
       out[key] = rng.integers(0, 256, x.shape, dtype=np.uint8)
     elif key == 'segments':
-      out[key] = rng.integers(-1, config.input.num_masks, x.shape).astype(np.int32)
+      out[key] = rng.integers(-1, samplers.resolve(config).num_masks, x.shape).astype(np.int32)
     elif key == 'mask_valid':
       out[key] = np.ones(x.shape, bool)
     else:

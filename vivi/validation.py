@@ -28,14 +28,6 @@ POSITIVE = {
     'max_nonfinite_steps': 'non-finite steps in a row that stop the run',
     'probe.every_steps': 'steps between probes',
 }
-# Keys of each sampler that must be >= 1 (vivi/input/samplers.py).
-SAMPLER_COUNTS = {
-    'vivi': ('num_shots', 'frames_per_shot'),
-    'vince': ('num_frames', 'frames_per_video'),
-    'vito': ('num_views',),
-    'detcon': ('num_masks',),
-    'none': (),
-}
 
 
 def get(config: ml_collections.ConfigDict, dotted: str):
@@ -59,7 +51,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Values, names and their consistency (cheap: no model, no data)."""
   from vivi import objectives, optim, parallel, train
-  from vivi.input import samplers
+  from vivi.input import augment, samplers
   from vivi.models import resnet_v2
 
   for key, what in POSITIVE.items():
@@ -94,22 +86,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if m.downsample not in resnet_v2.DOWNSAMPLES:
     _fail('model.downsample', m.downsample, f'valid: {list(resnet_v2.DOWNSAMPLES)}')
 
-  i = config.input
-  name = samplers.sampler_name(config)  # Unknown sampler: an error listing the valid ones.
-  missing = [k for k in SAMPLER_COUNTS[name] if k not in i]
-  if missing:
-    raise errors.ConfigError(
-        f'config.input.sampler={name!r} needs ' + ', '.join(f'config.input.{k}' for k in missing)
-        + f': start from a config of that method (configs/{name}.py)')
-  for key in SAMPLER_COUNTS[name]:
+  i = samplers.resolve(config)   # Unknown sampler or input key: errors listing the valid.
+  name = i.sampler
+  for key in samplers.get(name).POSITIVE:
     if not i[key] >= 1:
       _fail(f'input.{key}', i[key], f'the {name} sampler needs >= 1')
   if name == 'none' and not config.labelled.dataset:
     raise errors.ConfigError("config.input.sampler='none' reads no videos: it trains on "
                              'labelled images only, so set config.labelled.dataset')
   if name != 'none':
-    samplers.augmentations(config)      # Unknown augmentation preset.
-  if 'crop_area' in i and not 0 < i.crop_area[0] <= i.crop_area[1] <= 1:
+    augment.from_config(i)              # Unknown augmentation preset.
+  if not 0 < i.crop_area[0] <= i.crop_area[1] <= 1:
     _fail('input.crop_area', tuple(i.crop_area), 'want (min, max) with 0 < min <= max <= 1')
   objectives.resolve(config.objectives)  # Unknown objective or key.
   train.target_objectives(config)       # config.target_network exactly when needed.

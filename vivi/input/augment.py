@@ -29,6 +29,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from vivi import errors
+
 _EXTRA_SEED_TAG = 0xB10B  # folded into a frame's seed for the MoCo v2 / BYOL options
 
 
@@ -83,6 +85,24 @@ def byol(image_size: int, view: int, crop_area: tuple[float, float] = (0.08, 1.0
                        grayscale_prob=0.2, blur_prob=1.0 if first else 0.1,
                        blur_sigma=_blur_sigma(image_size), solarize_prob=0.0 if first else 0.2,
                        **_jitter(0.4, 0.4, 0.2, 0.1))
+
+
+PRESETS = ('inception', 'moco_v2', 'byol')
+
+
+def from_config(i, num_views: int = 1) -> tuple[AugmentConfig, ...]:
+  """The views' augmentations of a resolved `config.input` (`samplers.resolve`): `augment`
+  'inception' (VIVI, Romijnders et al.; `flip` and `color` switch parts off), 'moco_v2'
+  (VINCE's ResNet-50 recipe) or 'byol' (VITO, DetCon; asymmetric views)."""
+  crop_area = tuple(i.crop_area)
+  if i.augment == 'inception':
+    return (AugmentConfig(image_size=i.image_size, crop_area=crop_area, flip=i.flip,
+                          color=i.color),)
+  if i.augment == 'moco_v2':
+    return (moco_v2(i.image_size, crop_area=crop_area),)
+  if i.augment == 'byol':
+    return tuple(byol(i.image_size, view=v, crop_area=crop_area) for v in range(num_views))
+  raise errors.ConfigError(f'config.input.augment={i.augment!r}; valid: {list(PRESETS)}')
 
 
 def crop_window(image_hw: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:

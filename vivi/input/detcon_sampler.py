@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 from vivi.input import augment as augment_lib
@@ -86,3 +87,23 @@ class DetconSampler:
     segments, valid = segments_lib.sample_shared_segments(
         tf.stack(view_labels), self.num_masks, seeds[2])
     return {'frames': tf.stack(frames), 'segments': segments, 'mask_valid': valid}
+
+
+# config.input keys of this sampler beyond samplers.SHARED_KEYS, with DetCon's values
+# (configs/detcon.py says where each comes from).
+DEFAULTS = dict(num_masks=16, fh=dataclasses.asdict(segments_lib.FHConfig()), masks='fh',
+                augment='byol', crop_area=(0.08, 1.0))
+POSITIVE = ('num_masks',)   # Keys that must be >= 1.
+
+
+def example_spec(i, config) -> dict[str, tuple[tuple, type]]:
+  """{key: (shape, dtype)} of one video's part of the batch, for a resolved `config.input`."""
+  return {'frames': ((2, i.image_size, i.image_size, 3), np.uint8),
+          'segments': ((2, i.image_size, i.image_size), np.int32),
+          'mask_valid': ((i.num_masks,), bool)}
+
+
+def from_config(i, config, manifest, folder: str) -> DetconSampler:
+  """The sampler of a resolved `config.input`."""
+  return DetconSampler(augment=augment_lib.from_config(i, 2), num_masks=i.num_masks,
+                       fh=segments_lib.FHConfig(**i.fh), masks=i.masks)

@@ -31,7 +31,7 @@ def check_label_spaces(config: ml_collections.ConfigDict, manifest: records.Mani
         f'{o.object_classification.num_classes} but {folder} has '
         f'{len(manifest.label_map)} detector labels')
   if 'distillation' in o:
-    if not config.input.soft_labels:
+    if not samplers.resolve(config).get('soft_labels'):
       raise errors.ConfigError('objective distillation needs input.soft_labels=True')
     if o.distillation.num_classes != len(manifest.soft_label_map):
       raise errors.ConfigError(
@@ -101,6 +101,7 @@ def make_labelled_input(config: ml_collections.ConfigDict, mesh):
         f'objectives.supervised.num_classes={config.objectives.supervised.num_classes} but '
         f'{l.dataset} has {classes} classes')
   return labelled.make_labelled_pipeline(
-      source, labelled.default_augment(config.input.image_size, config.input.crop_area),
+      source, labelled.default_augment(config.input.image_size,
+                                       samplers.resolve(config).crop_area),
       batch_size=l.batch_size // jax.process_count(), seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 from vivi.input import augment, frame_times
@@ -81,3 +82,23 @@ class VinceSampler:
         lambda args: augment.augment_frame(args[0], args[1], self.augment)[0],
         (selected['jpegs'], seeds), fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
     return {'frames': frames[:k], 'target_frames': frames[k:]}
+
+
+# config.input keys of this sampler beyond samplers.SHARED_KEYS, with VINCE's values
+# (configs/vince.py says where each comes from).
+DEFAULTS = dict(num_frames=4, gap_seconds=5.0, frames_per_video=4, same_frame=False,
+                augment='moco_v2', crop_area=(0.2, 1.0))
+POSITIVE = ('num_frames', 'frames_per_video')   # Keys that must be >= 1.
+
+
+def example_spec(i, config) -> dict[str, tuple[tuple, type]]:
+  """{key: (shape, dtype)} of one video's part of the batch, for a resolved `config.input`."""
+  frames = ((i.frames_per_video, i.image_size, i.image_size, 3), np.uint8)
+  return {'frames': frames, 'target_frames': frames}
+
+
+def from_config(i, config, manifest, folder: str) -> VinceSampler:
+  """The sampler of a resolved `config.input`."""
+  return VinceSampler(num_frames=i.num_frames, gap_seconds=i.gap_seconds,
+                      frames_per_video=i.frames_per_video, same_frame=i.same_frame,
+                      augment=augment.from_config(i)[0])

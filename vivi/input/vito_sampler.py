@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 from vivi import errors
@@ -93,3 +94,21 @@ class VitoSampler:
                                    self.augment[i % len(self.augment)])[0]
              for i in range(self.num_views)]
     return {'frames': tf.stack(views)}
+
+
+# config.input keys of this sampler beyond samplers.SHARED_KEYS, with VITO's values
+# (configs/vito.py says where each comes from).
+DEFAULTS = dict(num_views=3, clip_seconds=2.56, augment='byol', crop_area=(0.4, 1.0))
+POSITIVE = ('num_views',)   # Keys that must be >= 1.
+
+
+def example_spec(i, config) -> dict[str, tuple[tuple, type]]:
+  """{key: (shape, dtype)} of one video's part of the batch, for a resolved `config.input`."""
+  return {'frames': ((i.num_views, i.image_size, i.image_size, 3), np.uint8)}
+
+
+def from_config(i, config, manifest, folder: str) -> VitoSampler:
+  """The sampler of a resolved `config.input` for the dataset in `folder`."""
+  check_frame_rate(manifest.fps, i.clip_seconds, folder)
+  return VitoSampler(num_views=i.num_views, clip_seconds=i.clip_seconds,
+                     augment=augment.from_config(i, i.num_views))

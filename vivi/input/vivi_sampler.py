@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
+from vivi import errors
 from vivi.input import augment, records
 from vivi.input import objects as objects_lib
 
@@ -114,3 +116,49 @@ class ViviSampler:
     if self.soft_label_classes:
       out['soft_labels'] = selected['soft_labels']
     return out
+
+
+# config.input keys of this sampler beyond samplers.SHARED_KEYS, with VIVI's values
+# (section 4; configs/vivi.py says where each comes from).
+DEFAULTS = dict(num_shots=4, frames_per_shot=8, augment='inception', crop_area=(0.05, 1.0),
+                flip=True, color=True, rotate=False, max_boxes=0,
+                min_box_score=objects_lib.MIN_SCORE, random_boxes=False, random_labels=False,
+                soft_labels=False)
+POSITIVE = ('num_shots', 'frames_per_shot')   # Keys that must be >= 1.
+
+
+def example_spec(i, config) -> dict[str, tuple[tuple, type]]:
+  """{key: (shape, dtype)} of one video's part of the batch, for a resolved `config.input`."""
+  frames = (i.num_shots, i.frames_per_shot)
+  spec = {'frames': (frames + (i.image_size, i.image_size, 3), np.uint8)}
+  if i.rotate:
+    spec['rotation'] = (frames, np.int32)
+  if i.max_boxes:
+    spec['boxes'] = (frames + (i.max_boxes, 4), np.float32)
+    spec['box_labels'] = (frames + (i.max_boxes,), np.int32)
+    spec['box_valid'] = (frames + (i.max_boxes,), bool)
+  if i.soft_labels:
+    if 'distillation' not in config.objectives:
+      raise errors.ConfigError('input.soft_labels=True is for the distillation objective; add it')
+    spec['soft_labels'] = (frames + (config.objectives.distillation.num_classes,), np.float32)
+  return spec
+
+
+def from_config(i, config, manifest: records.Manifest, folder: str) -> ViviSampler:
+  """The sampler of a resolved `config.input` for the dataset in `folder`."""
+  boxes = None
+  if i.max_boxes:
+    if not manifest.label_map:
+      raise errors.DatasetError(
+          f'input.max_boxes={i.max_boxes}: the config trains on detector boxes, but {folder} '
+          f'has none (its manifest has an empty label map: prepared with --detector none); '
+          f'prepare it with a detector, or set input.max_boxes=0 without the object level')
+    boxes = objects_lib.ObjectsConfig(
+        num_classes=len(manifest.label_map), max_boxes=i.max_boxes, min_score=i.min_box_score,
+        random_boxes=i.random_boxes, random_labels=i.random_labels)
+  if i.soft_labels and not manifest.soft_label_map:
+    raise errors.DatasetError(f'input.soft_labels=True but {folder} has no soft labels (its '
+                              'manifest lists no soft_label_map)')
+  return ViviSampler(num_shots=i.num_shots, frames_per_shot=i.frames_per_shot, rotate=i.rotate,
+                     augment=augment.from_config(i)[0], objects=boxes,
+                     soft_label_classes=len(manifest.soft_label_map) if i.soft_labels else 0)
