@@ -51,7 +51,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.num_train_steps = 90 * steps_per_epoch
 
   if size == 'tiny':
-    c.labelled.dataset = 'synthetic:class'
+    c.labelled.dataset = 'synthetic/class'
     c.objectives.supervised.num_classes = 10
     common.tiny_schedule(c, images_per_video=1,
                          lr_multiplier=TINY_LR_MULTIPLIER)

@@ -35,7 +35,7 @@ def cotrain(c, variant: str):
   c.labelled.batch_size = 2048
   c.objectives.supervised = dict(weight=1.0, num_classes=1000)
   if variant.split(',')[0] == 'tiny':  # Keeps the tiny video config's short schedule.
-    c.labelled.dataset = 'synthetic:class'
+    c.labelled.dataset = 'synthetic/class'
     c.labelled.batch_size = 32
     c.objectives.supervised.num_classes = 10
     c.model.num_groups = 16          # Half-width: 32 channels in the stem.

@@ -7,13 +7,12 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
 from configs import vivi
 from tests import helpers
-from vivi import checkpoint, errors, loop, optim, parallel, train, validation
+from vivi import checkpoint, errors, loop, testing, validation
 from vivi.input import sources
 
 ROOT = helpers.ROOT
@@ -65,7 +64,7 @@ BAD_CONFIGS = [
     ('schedule.name', 'linear', r"schedule.name must be 'piecewise' or 'cosine'"),
     ('data.dataset', '/no/such/folder', r"data.dataset='/no/such/folder': no such folder"),
     ('data.dataset', NOT_A_DATASET, r'is not a dataset: it has no manifest.json'),
-    ('labelled.dataset', 'synthetic:class', r'co-training needs both'),
+    ('labelled.dataset', 'synthetic/class', r'co-training needs both'),
 ]
 
 
@@ -136,21 +135,11 @@ def test_override_messages_name_the_level_that_exists():
   assert cli.unknown_override(argv + ['--config.model.depth=26']) is None
 
 
-def _write_checkpoint(config, workdir):
-  model, tx = train.build_model(config), optim.make_optimizer(config)
-  state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)),
-                             parallel.make_mesh())
-  mngr = checkpoint.manager(workdir, config)
-  checkpoint.save(mngr, state, config)
-  mngr.wait_until_finished()
-  mngr.close()
-
-
 def test_resume_with_a_changed_config_names_the_keys(tmp_path, caplog):
   workdir = str(tmp_path / 'work')
   config = _tiny()
   config.input.image_size = 32
-  _write_checkpoint(config, workdir)
+  testing.write_initial_checkpoint(config, workdir)
   step, saved = checkpoint.latest_config(workdir)
   assert step == 0 and saved['model']['width'] == 0.25
   checkpoint.check_resume_config(saved, config, step, workdir)  # Unchanged: silent.
@@ -183,7 +172,7 @@ def test_resume_with_a_changed_config_names_the_keys(tmp_path, caplog):
 def test_encoder_features_refuse_float_images(tmp_path):
   config = _tiny()
   workdir = str(tmp_path / 'work')
-  _write_checkpoint(config, workdir)
+  testing.write_initial_checkpoint(config, workdir)
   encoder = checkpoint.restore_encoder(workdir)
   assert encoder.info['input_dtype'] == 'uint8' and encoder.info['input_range'] == [0, 255]
   images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)

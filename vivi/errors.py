@@ -21,3 +21,7 @@ class DatasetError(UserError, ValueError):
 
 class PathError(UserError, OSError):
   """A workdir, encoder or output folder that is missing, not a folder, or not writable."""
+
+
+class NotPreparedError(UserError, FileNotFoundError):
+  """A TFDS data set that is not prepared in the data dir; nothing is ever downloaded."""

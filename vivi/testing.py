@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 import numpy as np
 
-from vivi import train
+from vivi import checkpoint, optim, parallel, train
 from vivi.input import samplers
 
 
@@ -25,3 +26,14 @@ def random_batch(config: ml_collections.ConfigDict, batch_videos: int | None = N
     else:
       raise ValueError(f'no random input for batch[{key!r}] {x.shape} {x.dtype}')
   return out
+
+
+def write_initial_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The train state at initialisation (seed 0), saved in `workdir` as training saves it."""
+  model, tx = train.build_model(config), optim.make_optimizer(config)
+  state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)),
+                             parallel.make_mesh())
+  mngr = checkpoint.manager(workdir, config)
+  checkpoint.save(mngr, state, config)
+  mngr.wait_until_finished()
+  mngr.close()

@@ -30,19 +30,13 @@ def test_linear_probe_is_perfect_on_separable_clusters_and_chance_on_shuffled_la
 # scalars, written the way training writes them.
 WRITE = r'''
 import sys
-import jax
 from clu import metric_writers
 from configs import vito
-from vivi import checkpoint, optim, parallel, testing, train
+from vivi import testing
 workdir = sys.argv[1]
 config = vito.get_config('tiny')
 config.model.width = 0.25
-model, tx = train.build_model(config), optim.make_optimizer(config)
-state = parallel.replicate(train.create_train_state(config, model, tx, jax.random.key(0)),
-                           parallel.make_mesh())
-mngr = checkpoint.manager(workdir, config)
-checkpoint.save(mngr, state, config)
-mngr.wait_until_finished()
+testing.write_initial_checkpoint(config, workdir)
 writer = metric_writers.create_default_writer(workdir)
 for step in (1, 2):
   writer.write_scalars(step, {'loss': 3.0 - step, 'vito/loss': 2.0 - step / 2,

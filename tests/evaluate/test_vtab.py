@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vivi import errors
 from vivi.evaluate import finetune, vtab, vtab_tasks
 from vivi.models import resnet_v2
 
@@ -182,7 +183,7 @@ def test_derived_labels_follow_vtab():
 
 
 def test_a_missing_tfds_dataset_is_a_clear_error(tmp_path):
-  with pytest.raises(vtab_tasks.NotPreparedError) as info:
+  with pytest.raises(errors.NotPreparedError) as info:
     vtab_tasks.load_task('cifar100', data_dir=str(tmp_path))
   message = str(info.value)
   assert 'cifar100' in message and str(tmp_path) in message and 'tfds build' in message

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vivi import errors
 from vivi.input import augment, labelled, synthetic_tasks
 
 SIZE = 16
@@ -71,7 +72,7 @@ def test_unprepared_dataset_is_a_clear_error_without_download(tmp_path, no_netwo
                                                               manual):
   source = labelled.LabelledSource(name, data_dir=str(tmp_path))
   assert labelled.num_classes(source) == {'imagenet2012': 1000, 'cifar10': 10}[name]
-  with pytest.raises(labelled.NotPreparedError) as info:
+  with pytest.raises(errors.NotPreparedError) as info:
     labelled.make_labelled_pipeline(source, CFG, batch_size=2, seed=0)
   message = str(info.value)
   assert repr(name) in message and str(tmp_path) in message
@@ -126,14 +127,14 @@ def test_out_of_range_label_names_the_dataset(no_network):
 
 
 def _synthetic(seed=0, process_index=0, process_count=1, cfg=CFG, batch_size=8, **kw):
-  source = labelled.LabelledSource('synthetic:count', num_examples=16, **kw)
+  source = labelled.LabelledSource('synthetic/count', num_examples=16, **kw)
   return labelled.make_labelled_pipeline(source, cfg, batch_size=batch_size, seed=seed,
                                          process_index=process_index,
                                          process_count=process_count)
 
 
 def test_synthetic_batches_are_deterministic_and_seeded():
-  source = labelled.LabelledSource('synthetic:count')
+  source = labelled.LabelledSource('synthetic/count')
   assert labelled.num_classes(source) == synthetic_tasks.DOWNSTREAM_TASKS['count'] == 6
   first = _take(_synthetic(seed=1), 3)
   for batch in first:
@@ -145,8 +146,8 @@ def test_synthetic_batches_are_deterministic_and_seeded():
 
 
 def test_unknown_synthetic_task_lists_the_valid_ones():
-  with pytest.raises(ValueError, match=r"unknown synthetic task 'colour'.*'synthetic:class'"):
-    labelled.num_classes(labelled.LabelledSource('synthetic:colour'))
+  with pytest.raises(ValueError, match=r"unknown synthetic task 'colour'.*'synthetic/class'"):
+    labelled.num_classes(labelled.LabelledSource('synthetic/colour'))
 
 
 def test_synthetic_processes_get_disjoint_images():

@@ -221,7 +221,8 @@ def test_attention_maps_api_returns_masks_for_images():
   model, tx = train.build_model(config), optim.make_optimizer(config)
   state = train.create_train_state(config, model, tx, jax.random.key(0))
   images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-  masks = attention_maps.attention_masks(config, state, images)
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  masks = attention_maps.attention_masks(config, variables, images)
   assert set(masks) == {'block3', 'block4'}
   for m in masks.values():
     assert m.shape[0] == 3
@@ -231,4 +232,4 @@ def test_attention_maps_api_returns_masks_for_images():
   assert attention_maps.overlay(images, s).shape == images.shape
   config.objectives.vito.attention = False
   with pytest.raises(ValueError, match='attention=True'):
-    attention_maps.attention_masks(config, state, images)
+    attention_maps.attention_masks(config, variables, images)

@@ -15,15 +15,15 @@ import numpy as np
 from vivi import train
 
 
-def attention_masks(config: ml_collections.ConfigDict, state: train.TrainState,
+def attention_masks(config: ml_collections.ConfigDict, variables: dict,
                     images) -> dict[str, np.ndarray]:
-  """{scale: [N, h, w]} masks (each sums to 1) of the online network for uint8 [N, S, S, 3]."""
+  """{scale: [N, h, w]} masks (each sums to 1) of the online network for uint8 [N, S, S, 3];
+  `variables` are the model's {'params', 'batch_stats'} (a train state's, or a checkpoint's)."""
   if 'vito' not in config.objectives or not config.objectives.vito.get('attention', True):
     raise ValueError('attention masks need the vito objective with attention=True; config has '
                      f'objectives {sorted(config.objectives)}')
   model = train.build_model(config)
-  outputs = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                        {'frames': jnp.asarray(images)[:, None]}, train=False)
+  outputs = model.apply(dict(variables), {'frames': jnp.asarray(images)[:, None]}, train=False)
   return {k: np.asarray(v[:, 0]) for k, v in outputs['vito']['attention_masks'].items()}
 
 

@@ -42,22 +42,22 @@ def held_out_boxes(num_videos: int, frames_per_video: int, *, image_size: int,
 
 
 class ObjectNearestNeighbour:
-  """Computes the diagnostic for a train state; the held-out set is rendered once."""
+  """Computes the diagnostic for an encoder's variables; the held-out set is rendered once."""
 
-  def __init__(self, model, mesh, *, num_videos: int, frames_per_video: int, image_size: int,
-               seed: int):
+  def __init__(self, encoder, mesh, *, num_videos: int, frames_per_video: int,
+               image_size: int, seed: int):
     self.data = held_out_boxes(num_videos, frames_per_video, image_size=image_size, seed=seed)
     self.mesh = mesh
 
     def encode(variables, inputs):
-      grid = model.apply(variables, inputs['frames'],
-                         method=video_model.VideoModel.encode)['block4']
+      images = video_model.normalize_images(inputs['frames'])
+      grid = encoder.apply(variables, images, train=False)['block4']
       return box_features.gather(grid, inputs['boxes'])
 
     self.encode = linear_probe.jit_encoder(encode, mesh)
 
-  def __call__(self, state) -> float:
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  def __call__(self, variables: dict) -> float:
+    """The fraction for the encoder's {'params', 'batch_stats'}."""
     feats = linear_probe.extract_features(
         self.encode, variables, {'frames': self.data['frames'], 'boxes': self.data['boxes']},
         self.mesh)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +27,7 @@ from absl import logging
 
 from vivi import checkpoint, errors
 from vivi.evaluate import knn, linear_probe, object_nn, retrieval, robustness, vtab, vtab_tasks
-from vivi.input import synthetic_tasks
+from vivi.input import labelled, synthetic_tasks
 from vivi.models import video_model
 
 Result = tuple[dict[str, float], dict[str, np.ndarray]]
@@ -57,8 +56,8 @@ class Context:
     if name not in self._data:
       c = self.config
       self.log(f'loading {name} ({c.num_train} training and {c.num_test} test images)')
-      if name.startswith('synthetic/'):
-        task = name.split('/', 1)[1]
+      task = labelled.synthetic_task(name)
+      if task is not None:
         tr = synthetic_tasks.render_downstream(task, 'train', c.num_train,
                                                image_size=c.image_size, seed=c.seed)
         te = synthetic_tasks.render_downstream(task, 'test', c.num_test,
@@ -66,8 +65,9 @@ class Context:
         self._data[name] = (*tr, *te, synthetic_tasks.DOWNSTREAM_TASKS[task])
       elif name.startswith('tfds/'):
         dataset = name.split('/', 1)[1]
-        tr = tfds_images(dataset, 'train', c.data_dir, c.image_size, c.num_train)
-        te = tfds_images(dataset, 'test', c.data_dir, c.image_size, c.num_test)
+        read = lambda split, n, d=dataset: labelled.read_tfds(
+            d, split, data_dir=c.data_dir, image_size=c.image_size, limit=n)
+        tr, te = read('train', c.num_train), read('test', c.num_test)
         self._data[name] = (*tr[:2], *te)
       elif name in vtab_tasks.TASKS:  # A VTAB-1k task: its 1000 training examples, its test set.
         t = vtab_tasks.load_task(name, data_dir=c.data_dir or None, image_size=c.image_size,
@@ -107,28 +107,6 @@ class Context:
     x_tr, y_tr, x_te, y_te, k = self.dataset(name)
     return (self.features(x_tr, feature, (name, 'train')), y_tr,
             self.features(x_te, feature, (name, 'test')), y_te, k)
-
-
-def tfds_images(dataset: str, split: str, data_dir: str, image_size: int, limit: int):
-  """(images uint8 [N, S, S, 3], labels [N], num_classes) of the first `limit` examples of
-  a TFDS image classification split prepared under `data_dir` (never downloaded)."""
-  import tensorflow as tf
-  import tensorflow_datasets as tfds
-  try:
-    ds, info = tfds.load(dataset, split=split, data_dir=data_dir or None, download=False,
-                         as_supervised=True, with_info=True, shuffle_files=False)
-  except Exception as e:
-    raise FileNotFoundError(f'TFDS dataset {dataset!r} split {split!r} is not prepared in '
-                            f'{data_dir or "the default TFDS data dir"} ({e})') from e
-
-  def resize(image, label):
-    if image.shape[-1] == 1:
-      image = tf.image.grayscale_to_rgb(image)
-    return tf.cast(tf.image.resize(image, [image_size] * 2), tf.uint8), label
-
-  pairs = list(tfds.as_numpy(ds.take(limit).map(resize).batch(256)))
-  return (np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]),
-          info.features['label'].num_classes)
 
 
 def linear_probe_eval(ctx: Context, cfg) -> Result:
@@ -185,14 +163,11 @@ def pm_k_eval(ctx: Context, cfg) -> Result:
 
 
 def object_nn_eval(ctx: Context, cfg) -> Result:
-  model = video_model.VideoModel(encoder=ctx.encoder.module, heads={})
   nn_eval = object_nn.ObjectNearestNeighbour(
-      model, ctx.mesh, num_videos=cfg.num_videos, frames_per_video=cfg.frames_per_video,
-      image_size=ctx.config.image_size, seed=ctx.config.seed)
-  v = ctx.encoder.variables
-  state = types.SimpleNamespace(params={'encoder': v['params']},
-                                batch_stats={'encoder': v.get('batch_stats', {})})
-  return {'same_class_fraction': nn_eval(state)}, {}
+      ctx.encoder.module, ctx.mesh, num_videos=cfg.num_videos,
+      frames_per_video=cfg.frames_per_video, image_size=ctx.config.image_size,
+      seed=ctx.config.seed)
+  return {'same_class_fraction': nn_eval(ctx.encoder.variables)}, {}
 
 
 def _held_out_frames(ctx: Context, cfg):
@@ -239,8 +214,8 @@ def _attention(ctx: Context, images: np.ndarray, out_png: str) -> np.ndarray | N
                                                  ctx.mesh)
   if not config.objectives.vito.get('attention', True):
     return None
-  state = types.SimpleNamespace(params=state['params'], batch_stats=state['batch_stats'])
-  masks = attention_maps.attention_masks(config, state, images)
+  masks = attention_maps.attention_masks(
+      config, {'params': state['params'], 'batch_stats': state['batch_stats']}, images)
   return pictures.attention_figure(images, attention_maps.saliency(masks, images.shape[1]),
                                    out_png)
 

@@ -65,7 +65,7 @@ class SyntheticProbe:
       logging.info('  rendering %d held-out videos for the object nearest neighbours ...',
                    p.nn_videos)
       self.object_nn = object_nn.ObjectNearestNeighbour(
-          model, mesh, num_videos=p.nn_videos, frames_per_video=p.nn_frames_per_video,
+          model.encoder, mesh, num_videos=p.nn_videos, frames_per_video=p.nn_frames_per_video,
           image_size=p.image_size, seed=p.seed + (0 if split == 'test' else 1))
       self.counts['object_nn'] = int(self.object_nn.data['valid'].sum())
     self._reference = None
@@ -82,7 +82,8 @@ class SyntheticProbe:
       # A line per task: a pass over every task takes about a minute on 2 CPU cores.
       logging.info('  probe %s: %.3f', task, results[task])
     if self.object_nn is not None:
-      results['object_nn'] = self.object_nn(state)
+      results['object_nn'] = self.object_nn(
+          {'params': state.params['encoder'], 'batch_stats': state.batch_stats.get('encoder', {})})
       logging.info('  probe object_nn: %.3f', results['object_nn'])
     return results
 

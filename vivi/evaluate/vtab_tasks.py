@@ -37,7 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from vivi.input import synthetic_tasks
+from vivi import errors
+from vivi.input import labelled, synthetic_tasks
 
 GROUPS = ('natural', 'specialized', 'structured')
 TRAIN_SIZE, VAL_SIZE = 800, 200
@@ -209,7 +210,7 @@ _TASK_LIST = (
 )
 TASKS: dict[str, Task] = {t.name: t for t in _TASK_LIST}
 
-SYNTHETIC_PREFIX = 'synthetic/'
+SYNTHETIC_PREFIX = labelled.SYNTHETIC_PREFIX
 # Augmentations that keep each synthetic task's labels (see synthetic_tasks.py): position
 # and orientation change under flips and shifts; crops can cut counted or measured objects.
 _SYNTHETIC_AUGMENT = {'class': 'crop_flip', 'count': 'flip', 'position': 'none',
@@ -257,10 +258,6 @@ class TaskData:
             np.concatenate([self.train800[1], self.val200[1]]))
 
 
-class NotPreparedError(FileNotFoundError):
-  """A VTAB data set is not prepared in the TFDS data dir; nothing is ever downloaded."""
-
-
 def load_task(name: str, *, data_dir: str | None = None, image_size: int = 224,
               num_test: int | None = None, seed: int = 0,
               version: str | None = None) -> TaskData:
@@ -292,7 +289,8 @@ def _load_synthetic(name: str, image_size: int, num_test: int | None, seed: int)
                   augment=_SYNTHETIC_AUGMENT[task])
 
 
-def _not_prepared(task: Task, spec: str, data_dir: str, detail: str) -> NotPreparedError:
+def _not_prepared(task: Task, spec: str, data_dir: str, detail: str
+                  ) -> errors.NotPreparedError:
   root = os.path.join(data_dir, task.tfds_name.split('/')[0])
   found = sorted(os.listdir(root)) if os.path.isdir(root) else []
   message = (f'VTAB task {task.name!r} needs the TFDS dataset {spec!r}, which is not prepared '
@@ -303,7 +301,7 @@ def _not_prepared(task: Task, spec: str, data_dir: str, detail: str) -> NotPrepa
     message += f' {root} holds {found}; pass version=... to use another version.'
   if task.tfds_name.split('/')[0] in ('resisc45', 'diabetic_retinopathy_detection'):
     message += ' This data set needs a manual download (see its TFDS page).'
-  return NotPreparedError(message)
+  return errors.NotPreparedError(message)
 
 
 def _load_tfds(task: Task, data_dir: str | None, image_size: int, num_test: int | None,
@@ -328,26 +326,16 @@ def _load_tfds(task: Task, data_dir: str | None, image_size: int, num_test: int 
 
   def prepare(ex):
     image = task.image_fn(ex) if task.image_fn else ex['image']
-    if image.shape[-1] == 1:
-      image = tf.tile(image, [1, 1, 3])
-    image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     label = task.label_fn(ex) if task.label_fn else ex[task.label]
-    return image, tf.cast(label, tf.int32)
+    return labelled.resized_rgb(image, image_size), tf.cast(label, tf.int32)
 
   def read(split: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     ds = builder.as_dataset(split=split, shuffle_files=False,
                             read_config=tfds.ReadConfig(try_autocache=False))
     if limit is not None:
       ds = ds.take(limit)
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
-    images, labels = [], []
-    for x, y in tfds.as_numpy(ds):
-      images.append(x)
-      labels.append(y)
-    if not images:
-      raise ValueError(f'task {task.name!r}: split {split!r} of {spec} is empty')
-    images, labels = np.concatenate(images), np.concatenate(labels)
+    images, labels = labelled.read_arrays(ds, prepare,
+                                          f'task {task.name!r}: split {split!r} of {spec}')
     if labels.min() < 0 or labels.max() >= task.num_classes:
       raise ValueError(f'task {task.name!r}: labels of {split!r} span [{labels.min()}, '
                        f'{labels.max()}], outside [0, {task.num_classes})')

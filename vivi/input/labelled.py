@@ -1,4 +1,6 @@
-"""Labelled images for co-training: the second input stream next to the videos.
+"""Labelled images: the co-training stream next to the videos, and the one reader of TFDS
+image data sets (the evaluators' `read_tfds`, VTAB's tasks) and of the synthetic world's
+labelled tasks (`synthetic_task`).
 
 VIVI (section 3.1 "Co-training with labeled images") applies the frame encoder f
 and a linear classifier to mini-batches of labelled images from a *different* data set
@@ -18,7 +20,7 @@ What we chose:
     in-memory synthetic images go through the same code.
   * Sources: any TFDS image classification data set that is already prepared locally
     (e.g. 'imagenet2012', 'imagenet2012:5.1.0'; split 'train[:10%]' for a 10% variant, or
-    'imagenet2012_subset/10pct' for TFDS's class-balanced 10%), or 'synthetic:<task>', a
+    'imagenet2012_subset/10pct' for TFDS's class-balanced 10%), or 'synthetic/<task>', a
     downstream task of the synthetic world rendered once in memory. Nothing is ever
     downloaded: an unprepared data set is an error that says how to prepare it.
   * Sharding: each process reads its even part of the split
@@ -43,9 +45,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vivi import errors
 from vivi.input import augment, synthetic_tasks
 
-SYNTHETIC_PREFIX = 'synthetic:'
+SYNTHETIC_PREFIX = 'synthetic/'   # 'synthetic/<task>': a task of the synthetic world.
 _TAG = 0x1ABE11ED  # Keeps the image stream's seeds apart from the video stream's.
 _BAD_LABEL = 'label out of range'
 
@@ -56,7 +59,7 @@ class LabelledSource:
 
   Attributes:
     dataset: a TFDS name ('imagenet2012', optionally 'name:version' or 'name/config'), or
-      'synthetic:<task>' for a task of `synthetic_tasks.DOWNSTREAM_TASKS`.
+      'synthetic/<task>' for a task of `synthetic_tasks.DOWNSTREAM_TASKS`.
     split: TFDS split string; slicing allowed ('train[:10%]'). Unused for synthetic.
     data_dir: the local TFDS data dir; None (or '') is TFDS's default (TFDS_DATA_DIR or
       ~/tensorflow_datasets).
@@ -77,10 +80,6 @@ class LabelledSource:
   render_size: int | None = None
 
 
-class NotPreparedError(FileNotFoundError):
-  """A TFDS data set is not in the data dir; this pipeline never downloads."""
-
-
 def default_augment(image_size: int, crop_area: tuple[float, float] = (0.05, 1.0)
                     ) -> augment.AugmentConfig:
   """The co-training augmentation of Romijnders et al.: Inception crop and flip, no colour
@@ -88,14 +87,13 @@ def default_augment(image_size: int, crop_area: tuple[float, float] = (0.05, 1.0
   return augment.AugmentConfig(image_size=image_size, crop_area=tuple(crop_area), color=False)
 
 
-def _synthetic_task(source: LabelledSource) -> str | None:
-  """The task of a 'synthetic:<task>' source (validated), None for a TFDS source."""
-  if not source.dataset.startswith(SYNTHETIC_PREFIX):
+def synthetic_task(dataset: str) -> str | None:
+  """The task of a 'synthetic/<task>' data set name (validated), None for any other name."""
+  if not dataset.startswith(SYNTHETIC_PREFIX):
     return None
-  task = source.dataset[len(SYNTHETIC_PREFIX):]
+  task = dataset[len(SYNTHETIC_PREFIX):]
   if task not in synthetic_tasks.DOWNSTREAM_TASKS:
-    raise ValueError(f'unknown synthetic task {task!r} in labelled dataset '
-                     f'{source.dataset!r}; valid: '
+    raise ValueError(f'unknown synthetic task {task!r} in data set {dataset!r}; valid: '
                      f'{[SYNTHETIC_PREFIX + t for t in synthetic_tasks.DOWNSTREAM_TASKS]}')
   return task
 
@@ -120,7 +118,7 @@ def _class_label(builder: tfds.core.DatasetBuilder, source: LabelledSource
 
 def num_classes(source: LabelledSource) -> int:
   """The classifier's number of outputs; reads metadata only, prepares nothing."""
-  task = _synthetic_task(source)
+  task = synthetic_task(source.dataset)
   if task is not None:
     return synthetic_tasks.DOWNSTREAM_TASKS[task]
   return int(_class_label(_builder(source), source).num_classes)
@@ -241,7 +239,7 @@ def _tfds_elements(source: LabelledSource, process_index: int, process_count: in
   except AssertionError as e:  # TFDS's "could not find data" check.
     if builder.data_path.exists():
       raise
-    raise NotPreparedError(_not_prepared_message(builder, source)) from e
+    raise errors.NotPreparedError(_not_prepared_message(builder, source)) from e
   ds = ds.map(lambda ex: (ex[source.image_key], ex[source.label_key]))
   decode = feature.decode_example if encoded else (lambda image: image)
   return ds, decode, classes
@@ -284,7 +282,7 @@ def make_labelled_pipeline(source: LabelledSource, augment_cfg: augment.AugmentC
   # Seeds for the file order and the example order, distinct per process.
   file_seed, shuffle_seed = (int(s) for s in np.random.SeedSequence(
       [seed, process_index, _TAG]).generate_state(2))
-  task = _synthetic_task(source)
+  task = synthetic_task(source.dataset)
   if task is None:
     ds, materialise, classes = _tfds_elements(source, process_index, process_count, file_seed)
     description = (f'labelled dataset {source.dataset!r} split {source.split!r} '
@@ -308,3 +306,46 @@ def make_labelled_pipeline(source: LabelledSource, augment_cfg: augment.AugmentC
                seed=seed, shuffle_seed=shuffle_seed, process_index=process_index,
                shuffle_buffer=shuffle_buffer)
   return LabelledPipeline(ds, description, classes)
+
+
+def resized_rgb(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """uint8 [S, S, 3] of a 1- or 3-channel image: bilinear resize, rounded (evaluation)."""
+  if image.shape[-1] == 1:
+    image = tf.tile(image, [1, 1, 3])
+  image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def read_arrays(ds: tf.data.Dataset, prepare: Callable, what: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """(uint8 images [N, S, S, 3], int32 labels [N]) of the examples of `ds`, each mapped by
+  `prepare` to (image, label); `what` names the data in the error for an empty split."""
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
+  pairs = list(tfds.as_numpy(ds))
+  if not pairs:
+    raise ValueError(f'{what} is empty')
+  return (np.concatenate([p[0] for p in pairs]),
+          np.concatenate([p[1] for p in pairs]).astype(np.int32))
+
+
+def read_tfds(dataset: str, split: str, *, data_dir: str | None, image_size: int,
+              limit: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+  """(images uint8 [N, S, S, 3], labels [N], num_classes) of the first `limit` examples of
+  a split of a TFDS image classification data set prepared under `data_dir` (evaluation:
+  no augmentation, never downloaded)."""
+  source = LabelledSource(dataset=dataset, split=split, data_dir=data_dir or None)
+  builder = _builder(source)
+  classes = int(_class_label(builder, source).num_classes)
+  try:
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            read_config=tfds.ReadConfig(try_autocache=False))
+  except AssertionError as e:  # TFDS's "could not find data" check.
+    if builder.data_path.exists():
+      raise
+    raise errors.NotPreparedError(_not_prepared_message(builder, source)) from e
+  if limit is not None:
+    ds = ds.take(limit)
+  images, labels = read_arrays(
+      ds, lambda ex: (resized_rgb(ex[source.image_key], image_size), ex[source.label_key]),
+      f'split {split!r} of {dataset!r}')
+  return images, labels, classes
