@@ -37,10 +37,10 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from configs import common
+from vivi.evaluate import tables
 
-from configs import common  # noqa: E402
-from vivi.evaluate import synthetic_probe  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Row name: (config file, variant). The order is the table's.
 RUNS = {
@@ -63,7 +63,9 @@ RUNS = {
 # The methods whose learning rate the sweep sets (their ablations inherit it).
 SWEPT = ('vivi', 'vivi_obj', 'vince', 'vito', 'detcon', 'supervised')
 MULTIPLIERS = common.TINY_LR_MULTIPLIERS
-COLUMNS = ('class', 'count', 'position', 'orientation', 'size', 'object_nn')
+# Column: the probe metric it shows (configs/common.py: config.probe).
+COLUMNS = {**{t: f'linear_probe/synthetic/{t}/pre_logits' for t in common.PROBE_TASKS},
+           'object_nn': 'object_nn/same_class_fraction'}
 # (claim, paper, row a, row b, column): "a beats b on column".
 CLAIMS = (
     ('object level beats VIVI on class', 'Romijnders et al. Table 2', 'vivi_obj', 'vivi',
@@ -114,8 +116,8 @@ def run(key: str, config: str, variant: str, workdir: str, args, overrides=()) -
   out['wall_seconds'] = time.time() - start
   with open(results, 'w') as f:
     json.dump(out, f, indent=1)
-  print(f'  {key}: class {out["trained"].get("class", float("nan")):.3f} '
-        f'(init {out["init"].get("class", float("nan")):.3f}) in '
+  print(f'  {key}: class {out["trained"].get(COLUMNS["class"], float("nan")):.3f} '
+        f'(init {out["init"].get(COLUMNS["class"], float("nan")):.3f}) in '
         f'{out["wall_seconds"] / 60:.1f} min', flush=True)
   return out
 
@@ -123,7 +125,7 @@ def run(key: str, config: str, variant: str, workdir: str, args, overrides=()) -
 def cell(value, n) -> str:
   if value is None:
     return '–'
-  return f'{value:.3f} ± {synthetic_probe.standard_error(value, n):.3f}'
+  return f'{value:.3f} ± {tables.standard_error(value, n):.3f}'
 
 
 def results_table(rows: dict[str, dict]) -> str:
@@ -132,22 +134,21 @@ def results_table(rows: dict[str, dict]) -> str:
   lines = ['| row | ' + ' | '.join(COLUMNS) + ' | wall time |',
            '| --- |' + ' --- |' * (len(COLUMNS) + 1)]
   lines.append('| encoder at initialisation | ' + ' | '.join(
-      cell(first['init'].get(c), counts.get(c, 1)) for c in COLUMNS) + ' | – |')
+      cell(first['init'].get(k), counts.get(k, 1)) for k in COLUMNS.values()) + ' | – |')
   hist = first.get('reference', {}).get('color_histogram', {})
   lines.append('| colour histogram (no learning, no shape) | ' + ' | '.join(
-      cell(hist.get(c), counts.get(c, 1)) for c in COLUMNS) + ' | – |')
+      cell(hist.get(k), counts.get(k, 1)) for k in COLUMNS.values()) + ' | – |')
   for key, r in rows.items():
     init = r['init']
     cells = []
-    for c in COLUMNS:
-      v = r['trained'].get(c)
+    for k in COLUMNS.values():
+      v = r['trained'].get(k)
       if v is None:
         cells.append('–')
         continue
-      n = r['counts'].get(c, 1)
-      se = math.hypot(synthetic_probe.standard_error(v, n),
-                      synthetic_probe.standard_error(init[c], n))
-      mark = ' *' if v - init[c] > 3 * se else ''
+      n = r['counts'].get(k, 1)
+      se = math.hypot(tables.standard_error(v, n), tables.standard_error(init[k], n))
+      mark = ' *' if v - init[k] > 3 * se else ''
       cells.append(cell(v, n) + mark)
     lines.append(f'| {RUNS[key][0].strip()} | ' + ' | '.join(cells) +
                  f' | {r.get("wall_seconds", float("nan")) / 60:.1f} min |')
@@ -160,9 +161,10 @@ def claims_table(rows: dict[str, dict]) -> str:
   for claim, paper, a, b, column in CLAIMS:
     if a not in rows or b not in rows:
       continue
-    va, vb = rows[a]['trained'][column], rows[b]['trained'][column]
-    n = rows[a]['counts'][column]
-    se = math.hypot(synthetic_probe.standard_error(va, n), synthetic_probe.standard_error(vb, n))
+    key = COLUMNS[column]
+    va, vb = rows[a]['trained'][key], rows[b]['trained'][key]
+    n = rows[a]['counts'][key]
+    se = math.hypot(tables.standard_error(va, n), tables.standard_error(vb, n))
     d = va - vb
     verdict = 'holds' if d > 2 * se else 'does not hold' if d < -2 * se else 'within noise'
     lines.append(f'| {claim} ({column}) | {paper} | {va:.3f} vs {vb:.3f} | {d:+.3f} ± '
@@ -181,9 +183,10 @@ def sweep(args) -> str:
       r = run(f'{key} x{m}', config, variant, workdir, args,
               overrides=['--config.probe.split=validation',
                          f'--config.schedule.base_learning_rate={common.TINY_LEARNING_RATE * m}',
-                         '--config.probe.tasks=("class",)', '--config.probe.nn_videos=0'])
-      accuracy[m] = r['trained']['class']
-    n = r['counts']['class']
+                         '--config.probe.evaluators.linear_probe.datasets=("synthetic/class",)',
+                         '--config.probe.evaluators.object_nn.num_videos=0'])
+      accuracy[m] = r['trained'][COLUMNS['class']]
+    n = r['counts'][COLUMNS['class']]
     best = max(accuracy, key=accuracy.get)
     lines.append(f'| {key} | ' + ' | '.join(cell(accuracy[m], n) for m in MULTIPLIERS) +
                  f' | ×{best} |')

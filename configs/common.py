@@ -23,6 +23,8 @@ TINY_OPTIMIZER = dict(name='adamw', momentum=0.9, nesterov=False, weight_decay=1
 TINY_LEARNING_RATE = 2e-3
 TINY_LR_MULTIPLIERS = (0.25, 1, 4)
 TINY_WARMUP_STEPS = 50
+# The synthetic world's held-out tasks every run probes (vivi/input/synthetic_tasks.py).
+PROBE_TASKS = ('class', 'count', 'position', 'orientation', 'size')
 
 
 def base(variant: str = '') -> ml_collections.ConfigDict:
@@ -65,10 +67,14 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   # videos.
   # split='validation' scores on held-out training images and never renders the test split
   # (for choosing hyper-parameters: benchmarks/learning.py --sweep).
-  c.probe = dict(every_steps=10_000, tasks=('class', 'count', 'position', 'orientation',
-                                             'size'),
-                 num_train=2000, num_test=1000, image_size=224, seed=1,
-                 nn_videos=40, nn_frames_per_video=8, split='test')
+  # The evaluators are the evaluation suite's (vivi/evaluate/suite.py, configs/evaluate.py):
+  # set a linear probe's datasets to () or object_nn's num_videos to 0 to switch it off.
+  c.probe = dict(
+      every_steps=10_000, split='test', seed=1, image_size=224, num_train=2000, num_test=1000,
+      evaluators=dict(
+          linear_probe=dict(datasets=tuple(f'synthetic/{t}' for t in PROBE_TASKS),
+                            features=('pre_logits',)),
+          object_nn=dict(num_videos=40, frames_per_video=8)))
 
   if variant == 'tiny':
     c.data.dataset = 'synthetic'

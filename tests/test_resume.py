@@ -26,7 +26,9 @@ def _config(module, cache):
   config.data.shuffle_buffer = 8
   config.input.image_size = 32
   config.model.width = 0.25
-  config.probe.update(every_steps=1000, tasks=(), nn_videos=0)  # No probe: not tested here.
+  config.probe.every_steps = 1000   # No probe: not tested here.
+  config.probe.evaluators.linear_probe.datasets = ()
+  config.probe.evaluators.object_nn.num_videos = 0
   return config
 
 

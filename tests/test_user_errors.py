@@ -60,7 +60,10 @@ BAD_CONFIGS = [
     ('objectives.exemplar', {'weight': 1.0, 'wieght': 2.0},
      r"objectives.exemplar: unknown key\(s\) \['wieght'\]"),
     ('objectives.vince', {'weight': 1.0}, r'config.target_network .* configures the EMA'),
-    ('probe.tasks', ('colour',), r"unknown task\(s\) \['colour'\]"),
+    ('probe.evaluators.linear_probe.datasets', ('synthetic/colour',),
+     r"config.probe.evaluators.linear_probe.datasets: unknown synthetic task 'colour'"),
+    ('probe.evaluators', {'probe': {}}, r"unknown evaluators \['probe'\] in "
+     r"config.probe.evaluators; valid: \['knn', 'linear_probe'"),
     ('schedule.name', 'linear', r"schedule.name must be 'piecewise' or 'cosine'"),
     ('data.dataset', '/no/such/folder', r"data.dataset='/no/such/folder': no such folder"),
     ('data.dataset', NOT_A_DATASET, r'is not a dataset: it has no manifest.json'),

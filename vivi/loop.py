@@ -1,8 +1,10 @@
 """The training loop: data -> sharded step -> metrics, checkpoints and probes.
 
 Resumes automatically from the latest checkpoint in the workdir. Every run reports
-representation quality: a linear probe of the frozen encoder on the synthetic world's
-held-out tasks, for the encoder being trained and for the same encoder at initialisation.
+representation quality: the evaluators of `config.probe` (the suite `evaluate.py` runs,
+vivi/evaluate/suite.py; by default a linear probe of the frozen encoder on the synthetic
+world's held-out tasks and the object nearest-neighbour fraction), for the encoder being
+trained, the same encoder at initialisation and, at the end, a colour histogram.
 """
 
 from __future__ import annotations
@@ -22,12 +24,21 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 from vivi import checkpoint, optim, parallel, train, validation
-from vivi.evaluate import synthetic_probe
+from vivi.evaluate import baselines, suite, tables
 from vivi.input import records, sources
 
 INIT_PROBE_FILE = 'probe_init.json'
 # The final probe table as JSON (trained, init, colour histogram, example counts).
 PROBE_RESULTS_FILE = 'probe_results.json'
+
+
+def probe_encoder(model, state) -> checkpoint.Encoder:
+  """The encoder of a train state, as the evaluation suite takes it."""
+  return checkpoint.Encoder(
+      module=model.encoder,
+      variables={'params': state.params['encoder'],
+                 'batch_stats': state.batch_stats.get('encoder', {})},
+      info={'source': 'training', 'step': int(state.step)})
 
 
 def init_probe_results(probe, state, workdir: str, resumed: bool) -> dict[str, float]:
@@ -71,8 +82,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   shardings = parallel.state_shardings(state, mesh, config.model.fsdp)
   state = jax.device_put(state, shardings)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  logging.info('Rendering the probe\'s held-out data ...')
-  probe = synthetic_probe.SyntheticProbe(config, model, mesh, split=config.probe.split)
+  evaluators = suite.Suite(config.probe, mesh)
+  probe = lambda state: evaluators(probe_encoder(model, state))
   mngr = checkpoint.manager(workdir, config)
   restored = mngr.latest_step()
   # Computed before training touches (and donates) the state.
@@ -147,13 +158,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mngr.close()
   writer.flush()
   results = {'step': config.num_train_steps, 'split': config.probe.split, 'trained': final,
-             'init': init_probe, 'counts': probe.counts}
+             'init': init_probe, 'counts': evaluators.counts}
   if final:
-    results['reference'] = probe.reference()
+    # The colour histogram through the same probes (evaluators that need a network skip).
+    results['reference'] = {'color_histogram': evaluators(baselines.ColourHistogram())}
   if jax.process_index() == 0:
     records.write_atomic(os.path.join(workdir, PROBE_RESULTS_FILE),
                          json.dumps(results, indent=1))
-  _print_probes(probe, final, init_probe, config.num_train_steps)
+  _print_probes(results)
   return results
 
 
@@ -242,17 +254,17 @@ def _flatten(d: dict, prefix: str = '') -> dict:
   return out
 
 
-def _print_probes(probe: synthetic_probe.SyntheticProbe, trained: dict, init: dict,
-                  step: int) -> None:
-  if not trained:
+def _print_probes(results: dict) -> None:
+  if not results['trained']:
     return
-  columns = {'trained': trained, 'at init': init,
-             'colour histogram': probe.reference()['color_histogram']}
-  lines = [f'Representation quality on the synthetic world\'s held-out data, step {step}:',
-           synthetic_probe.format_table(columns, probe.counts, gain=('trained', 'at init')),
-           '  (tasks: linear-probe test accuracy ± standard error; object_nn: share of held-out '
-           'boxes whose nearest neighbour has their class, Romijnders et al. Table 2; * marks a '
-           'gain over the encoder at initialisation beyond three standard errors; the colour '
-           'histogram has no shape: a method above it learned more than colour)']
+  columns = {'trained': results['trained'], 'at init': results['init'],
+             'colour histogram': results['reference']['color_histogram']}
+  lines = [f'Representation quality on held-out data ({results["split"]} split), step '
+           f'{results["step"]}:',
+           tables.format_table(columns, results['counts'], gain=('trained', 'at init')),
+           '  (linear_probe: accuracy ± standard error; object_nn: share of held-out boxes whose '
+           'nearest neighbour has their class, Romijnders et al. Table 2; * marks a gain over '
+           'the encoder at initialisation beyond three standard errors; the colour histogram '
+           'has no shape: a method above it learned more than colour)']
   if jax.process_index() == 0:
     print('\n'.join(lines), flush=True)

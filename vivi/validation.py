@@ -51,6 +51,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Values, names and their consistency (cheap: no model, no data)."""
   from vivi import objectives, optim, parallel, train
+  from vivi.evaluate import suite
   from vivi.input import augment, samplers
   from vivi.models import resnet_v2
 
@@ -114,18 +115,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _fail('labelled.batch_size', l.batch_size, 'co-training needs labelled images per step')
 
   p = config.probe
-  from vivi.input import synthetic_tasks
-  unknown = sorted(set(p.tasks) - set(synthetic_tasks.DOWNSTREAM_TASKS))
-  if unknown:
-    _fail('probe.tasks', tuple(p.tasks), f'unknown task(s) {unknown}; valid: '
-          f'{sorted(synthetic_tasks.DOWNSTREAM_TASKS)}, or () for none')
-  if p.tasks and not (p.num_train > 0 and p.num_test > 0):
-    _fail('probe.num_train', (p.num_train, p.num_test), 'the probe needs training and test '
-          'images (set probe.tasks=() to switch it off)')
-  if p.split not in ('test', 'validation'):
-    _fail('probe.split', p.split, "valid: 'test', 'validation'")
-  if p.nn_videos < 0:
-    _fail('probe.nn_videos', p.nn_videos, 'must be >= 0 (0 switches the object NN off)')
+  suite.check(p, 'probe')   # Unknown evaluator, dataset or split.
+  if not (p.num_train > 0 and (p.num_test > 0 or p.split == 'validation')):
+    _fail('probe.num_train', (p.num_train, p.num_test), 'the probes need training and test '
+          'images (set probe.evaluators.linear_probe.datasets=() to switch the probe off)')
 
   mesh = parallel.make_mesh()
   parallel.check_batch_size(i.batch_videos, mesh)

@@ -205,9 +205,9 @@ def test_color_histogram_equals_numpy_histogramdd():
 
 
 def test_probe_table_standard_errors_and_marks():
-  from vivi.evaluate import synthetic_probe
-  assert synthetic_probe.standard_error(0.5, 1000) == pytest.approx(0.0158114, rel=1e-5)
-  table = synthetic_probe.format_table(
+  from vivi.evaluate import tables
+  assert tables.standard_error(0.5, 1000) == pytest.approx(0.0158114, rel=1e-5)
+  table = tables.format_table(
       {'trained': {'class': 0.20, 'count': 0.13}, 'at init': {'class': 0.11, 'count': 0.11}},
       {'class': 1000, 'count': 1000}, gain=('trained', 'at init'))
   rows = {line.split()[0]: line for line in table.splitlines()[1:]}

@@ -1,14 +1,20 @@
-"""Evaluators chosen by config, run on one restored encoder: `python evaluate.py`.
+"""Evaluators chosen by config: `python evaluate.py` on a checkpoint, and the training loop's
+probes (`config.probe`) on the encoder being trained, through the same `Suite`.
 
 `config.evaluators` maps an evaluator name (a key of `EVALUATORS`) to its settings; each
-evaluator returns flat metrics {name: float} and optionally pictures {name: RGB array}.
+evaluator returns flat metrics {name: float} and optionally pictures {name: RGB array}, and
+records how many examples a metric was measured on (`Suite.counts`, for standard errors).
+A `Suite` keeps the rendered data between calls, so the training loop renders them once.
 `run` writes, under `<workdir>/eval/step_<N>/`, one JSON per evaluator, `results.md` (all
 of them as a Markdown table) and the PNGs, and logs metrics and pictures to TensorBoard
 (`<workdir>/eval`).
 
-Datasets for the probe and kNN: 'synthetic/<task>' (the synthetic world's held-out tasks)
-or 'tfds/<name>' (any TFDS image classification data set prepared under `data_dir`, its
-'train' and 'test' splits), resized to `image_size`.
+Datasets for the probe and kNN: 'synthetic/<task>' (the synthetic world's held-out tasks),
+'tfds/<name>' (any TFDS image classification data set prepared under `data_dir`, its
+'train' and 'test' splits) or a VTAB task, resized to `image_size`. `split='validation'`
+never reads the test images: it fits on the first 3/4 of the training images and scores on
+the last 1/4 (for choosing hyper-parameters, benchmarks/learning.py). An encoder may be
+`baselines.ColourHistogram()`: every feature is then the image's colour histogram.
 """
 
 from __future__ import annotations
@@ -26,7 +32,16 @@ import numpy as np
 from absl import logging
 
 from vivi import checkpoint, errors
-from vivi.evaluate import knn, linear_probe, object_nn, retrieval, robustness, vtab, vtab_tasks
+from vivi.evaluate import (
+  baselines,
+  knn,
+  linear_probe,
+  object_nn,
+  retrieval,
+  robustness,
+  vtab,
+  vtab_tasks,
+)
 from vivi.input import labelled, synthetic_tasks
 from vivi.models import video_model
 
@@ -35,16 +50,29 @@ Result = tuple[dict[str, float], dict[str, np.ndarray]]
 POOLED_FEATURES = ('pre_logits', 'block1', 'block2', 'block3')
 
 
-class Context:
-  """What every evaluator shares: the encoder, the mesh, the output folder, and a cache of
-  datasets and features (the probe and kNN read the same features)."""
+SPLITS = ('test', 'validation')
 
-  def __init__(self, encoder: checkpoint.Encoder, config: ml_collections.ConfigDict, mesh,
-               out_dir: str):
+
+class Context:
+  """What every evaluator of one call shares: the encoder, the mesh, the output folder, the
+  suite's datasets (rendered once per suite) and this encoder's features (the probe and kNN
+  read the same features); `count` records a metric's number of examples."""
+
+  def __init__(self, encoder, config: ml_collections.ConfigDict, mesh, out_dir: str | None,
+               shared: dict | None = None):
     self.encoder, self.config, self.mesh, self.out_dir = encoder, config, mesh, out_dir
-    self._data: dict[str, Any] = {}
+    shared = {'data': {}, 'fns': {}} if shared is None else shared
+    self._data: dict[Any, Any] = shared['data']
+    self._fns: dict[tuple, Callable] = shared['fns']
     self._features: dict[tuple, np.ndarray] = {}
-    self._fns: dict[str, Callable] = {}
+    self.counts: dict[str, int] = {}
+
+  @property
+  def split(self) -> str:
+    return self.config.get('split', 'test')
+
+  def count(self, metric: str, n: int) -> None:
+    self.counts[metric] = int(n)
 
   @staticmethod
   def log(message: str) -> None:
@@ -52,26 +80,39 @@ class Context:
     logging.info('  %s', message)
 
   def dataset(self, name: str):
-    """(train images, train labels, test images, test labels, num classes) of `name`."""
+    """(train images, train labels, evaluation images, evaluation labels, num classes) of
+    `name`; the evaluation images are the test split's, or with split='validation' the last
+    quarter of the training images (the probe then fits on the first three quarters)."""
+    if (name, self.split) not in self._data:
+      x_tr, y_tr, x_te, y_te, k = self._load(name)
+      if self.split == 'validation':
+        cut = len(y_tr) * 3 // 4
+        x_tr, y_tr, x_te, y_te = x_tr[:cut], y_tr[:cut], x_tr[cut:], y_tr[cut:]
+      self._data[name, self.split] = (x_tr, y_tr, x_te, y_te, k)
+    return self._data[name, self.split]
+
+  def _load(self, name: str):
     if name not in self._data:
       c = self.config
-      self.log(f'loading {name} ({c.num_train} training and {c.num_test} test images)')
+      test = c.num_test if self.split == 'test' else 0   # Validation: never the test split.
+      self.log(f'loading {name} ({c.num_train} training and {test} test images)')
       task = labelled.synthetic_task(name)
       if task is not None:
         tr = synthetic_tasks.render_downstream(task, 'train', c.num_train,
                                                image_size=c.image_size, seed=c.seed)
-        te = synthetic_tasks.render_downstream(task, 'test', c.num_test,
-                                               image_size=c.image_size, seed=c.seed)
+        te = synthetic_tasks.render_downstream(task, 'test', test, image_size=c.image_size,
+                                               seed=c.seed)
         self._data[name] = (*tr, *te, synthetic_tasks.DOWNSTREAM_TASKS[task])
       elif name.startswith('tfds/'):
         dataset = name.split('/', 1)[1]
         read = lambda split, n, d=dataset: labelled.read_tfds(
-            d, split, data_dir=c.data_dir, image_size=c.image_size, limit=n)
-        tr, te = read('train', c.num_train), read('test', c.num_test)
+            d, split, data_dir=c.get('data_dir', ''), image_size=c.image_size, limit=n)
+        tr = read('train', c.num_train)
+        te = read('test', test) if test else (tr[0][:0], tr[1][:0], tr[2])
         self._data[name] = (*tr[:2], *te)
       elif name in vtab_tasks.TASKS:  # A VTAB-1k task: its 1000 training examples, its test set.
-        t = vtab_tasks.load_task(name, data_dir=c.data_dir or None, image_size=c.image_size,
-                           num_test=c.num_test)
+        t = vtab_tasks.load_task(name, data_dir=c.get('data_dir') or None,
+                                 image_size=c.image_size, num_test=test)
         self._data[name] = (*t.train800val200, *t.test, t.num_classes)
       else:
         raise ValueError(f"unknown dataset {name!r}: use 'synthetic/<task>' "
@@ -81,24 +122,27 @@ class Context:
 
   def features(self, images: np.ndarray, feature: str = 'pre_logits', key=None) -> np.ndarray:
     """Pooled features [N, C] of uint8 images: 'pre_logits' (block 4 averaged over its
-    positions), or an earlier block ('block1'..'block3') averaged the same way. `key`
-    caches them."""
+    positions), or an earlier block ('block1'..'block3') averaged the same way; colour
+    histograms for the `baselines.ColourHistogram` encoder. `key` caches them."""
     if feature not in POOLED_FEATURES:
       raise errors.ConfigError(
           f'feature {feature!r}: valid {POOLED_FEATURES}; block 4 averaged over its positions '
           f'is pre_logits itself')
     if key is not None and (key, feature) in self._features:
       return self._features[key, feature]
-    if feature not in self._fns:
-      module = self.encoder.module
+    module = self.encoder.module
+    if isinstance(self.encoder, baselines.ColourHistogram):
+      out = baselines.color_histogram(images)
+    else:
+      if (module, feature) not in self._fns:
 
-      def encode(variables, x):
-        out = module.apply(variables, video_model.normalize_images(x), train=False)[feature]
-        return out if out.ndim == 2 else jnp.mean(out, axis=(1, 2))
+        def encode(variables, x):
+          out = module.apply(variables, video_model.normalize_images(x), train=False)[feature]
+          return out if out.ndim == 2 else jnp.mean(out, axis=(1, 2))
 
-      self._fns[feature] = linear_probe.jit_encoder(encode, self.mesh)
-    out = linear_probe.extract_features(self._fns[feature], self.encoder.variables, images,
-                                        self.mesh)
+        self._fns[module, feature] = linear_probe.jit_encoder(encode, self.mesh)
+      out = linear_probe.extract_features(self._fns[module, feature], self.encoder.variables,
+                                          images, self.mesh)
     if key is not None:
       self._features[key, feature] = out
     return out
@@ -113,8 +157,10 @@ def linear_probe_eval(ctx: Context, cfg) -> Result:
   out = {}
   for d in cfg.datasets:
     for f in cfg.features:
-      out[f'{d}/{f}'] = linear_probe.probe_accuracy(*ctx.split_features(d, f))
-      ctx.log(f'{d} {f}: test accuracy {out[f"{d}/{f}"]:.4f}')
+      data = ctx.split_features(d, f)
+      out[f'{d}/{f}'] = linear_probe.probe_accuracy(*data)
+      ctx.count(f'{d}/{f}', len(data[3]))
+      ctx.log(f'{d} {f}: {ctx.split} accuracy {out[f"{d}/{f}"]:.4f}')
   return out, {}
 
 
@@ -122,9 +168,10 @@ def knn_eval(ctx: Context, cfg) -> Result:
   out = {}
   for d in cfg.datasets:
     for f in cfg.features:
-      out[f'{d}/{f}'] = knn.knn_accuracy(*ctx.split_features(d, f), k=cfg.k,
-                                         temperature=cfg.temperature)
-      ctx.log(f'{d} {f}: test accuracy {out[f"{d}/{f}"]:.4f}')
+      data = ctx.split_features(d, f)
+      out[f'{d}/{f}'] = knn.knn_accuracy(*data, k=cfg.k, temperature=cfg.temperature)
+      ctx.count(f'{d}/{f}', len(data[3]))
+      ctx.log(f'{d} {f}: {ctx.split} accuracy {out[f"{d}/{f}"]:.4f}')
   return out, {}
 
 
@@ -163,10 +210,18 @@ def pm_k_eval(ctx: Context, cfg) -> Result:
 
 
 def object_nn_eval(ctx: Context, cfg) -> Result:
-  nn_eval = object_nn.ObjectNearestNeighbour(
-      ctx.encoder.module, ctx.mesh, num_videos=cfg.num_videos,
-      frames_per_video=cfg.frames_per_video, image_size=ctx.config.image_size,
-      seed=ctx.config.seed)
+  if not cfg.num_videos or isinstance(ctx.encoder, baselines.ColourHistogram):
+    return {}, {}   # Off (num_videos=0); a histogram has no box features.
+  # Validation: other held-out videos than the test's.
+  seed = ctx.config.seed + (0 if ctx.split == 'test' else 1)
+  key = ('object_nn', cfg.num_videos, cfg.frames_per_video, seed, ctx.encoder.module)
+  if key not in ctx._data:
+    ctx.log(f'rendering {cfg.num_videos} held-out videos for the object nearest neighbours')
+    ctx._data[key] = object_nn.ObjectNearestNeighbour(
+        ctx.encoder.module, ctx.mesh, num_videos=cfg.num_videos,
+        frames_per_video=cfg.frames_per_video, image_size=ctx.config.image_size, seed=seed)
+  nn_eval = ctx._data[key]
+  ctx.count('same_class_fraction', int(nn_eval.data['valid'].sum()))
   return {'same_class_fraction': nn_eval(ctx.encoder.variables)}, {}
 
 
@@ -191,7 +246,7 @@ def pictures_eval(ctx: Context, cfg) -> Result:
   from vivi.evaluate import pictures
   out = lambda name: os.path.join(ctx.out_dir, name + '.png')
   images = {}
-  if ctx.config.workdir:
+  if ctx.config.get('workdir'):
     images['training_curves'] = pictures.training_curves(ctx.config.workdir,
                                                          out('training_curves'))
   frames, videos, classes = _held_out_frames(ctx, cfg)
@@ -202,7 +257,7 @@ def pictures_eval(ctx: Context, cfg) -> Result:
   images['neighbours'] = pictures.neighbour_grid(
       frames[queries], frames, feats[queries], feats, out('neighbours'), k=cfg.k,
       gallery_video_ids=videos, query_video_ids=videos[queries])
-  if ctx.config.workdir and 'vito' in ctx.encoder.info.get('objectives', []):
+  if ctx.config.get('workdir') and 'vito' in ctx.encoder.info.get('objectives', []):
     images['attention'] = _attention(ctx, frames[queries], out('attention'))
   return {}, images
 
@@ -226,6 +281,64 @@ EVALUATORS: dict[str, Callable[[Context, Any], Result]] = {
 }
 
 
+def check(config: ml_collections.ConfigDict, key: str = '') -> None:
+  """Evaluator names, their datasets and the split, checked before anything is rendered;
+  `key` is where `config` sits in its parent ('probe' for a training config)."""
+  where = f'config.{key}.' if key else 'config.'
+  unknown = set(config.evaluators) - set(EVALUATORS)
+  if unknown:
+    raise errors.ConfigError(f'unknown evaluators {sorted(unknown)} in {where}evaluators; '
+                             f'valid: {sorted(EVALUATORS)}')
+  if config.get('split', 'test') not in SPLITS:
+    raise errors.ConfigError(f'{where}split={config.split!r}; valid: {SPLITS}')
+  for name, cfg in config.evaluators.items():
+    for d in cfg.get('datasets', ()):
+      try:
+        known = (labelled.synthetic_task(d) is not None or d.startswith('tfds/')
+                 or d in vtab_tasks.TASKS)
+      except ValueError as e:   # An unknown synthetic task.
+        raise errors.ConfigError(f'{where}evaluators.{name}.datasets: {e}') from None
+      if not known:
+        raise errors.ConfigError(
+            f"{where}evaluators.{name}.datasets: unknown dataset {d!r}; use 'synthetic/<task>' "
+            f"({sorted(synthetic_tasks.DOWNSTREAM_TASKS)}), 'tfds/<name>' or a VTAB task")
+
+
+class Suite:
+  """The evaluators of `config.evaluators` with the data they read, rendered once: call it
+  on an encoder (a `checkpoint.Encoder`, or `baselines.ColourHistogram()`) for the flat
+  metrics {'<evaluator>/<metric>': value}; `counts` holds each metric's number of examples.
+
+  `config` holds `evaluators` and the data settings: `seed`, `image_size`, `num_train`,
+  `num_test`, optionally `split` ('test'), `data_dir` and `workdir` (configs/evaluate.py;
+  the training loop's `config.probe`).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh):
+    check(config)
+    self.config, self.mesh = config, mesh
+    self._shared = {'data': {}, 'fns': {}}
+    self.counts: dict[str, int] = {}
+
+  def context(self, encoder, out_dir: str | None = None) -> Context:
+    return Context(encoder, self.config, self.mesh, out_dir, self._shared)
+
+  def evaluate(self, ctx: Context, name: str) -> Result:
+    """One evaluator on the context's encoder; records its metrics' example counts."""
+    ctx.counts = {}
+    metrics, images = EVALUATORS[name](ctx, self.config.evaluators[name])
+    self.counts.update({f'{name}/{k}': n for k, n in ctx.counts.items()})
+    return metrics, images
+
+  def __call__(self, encoder, names=None) -> dict[str, float]:
+    ctx = self.context(encoder)
+    out = {}
+    for name in self.config.evaluators if names is None else names:
+      metrics, _ = self.evaluate(ctx, name)
+      out.update({f'{name}/{k}': v for k, v in metrics.items()})
+    return out
+
+
 def run(encoder: checkpoint.Encoder, config: ml_collections.ConfigDict, mesh,
         out_root: str) -> dict[str, dict[str, float]]:
   """Runs every evaluator named in `config.evaluators`; writes JSON, Markdown and PNGs
@@ -236,14 +349,11 @@ def run(encoder: checkpoint.Encoder, config: ml_collections.ConfigDict, mesh,
   in `results.md`, the others still run, and the run then raises naming the failures.
   """
   from clu import metric_writers
-  unknown = set(config.evaluators) - set(EVALUATORS)
-  if unknown:
-    raise errors.ConfigError(f'unknown evaluators {sorted(unknown)} in config.evaluators; '
-                             f'valid: {sorted(EVALUATORS)}')
+  suite = Suite(config, mesh)
   step = int(encoder.info.get('step', 0))
   out_dir = os.path.join(out_root, f'step_{step}')
   os.makedirs(out_dir, exist_ok=True)
-  ctx = Context(encoder, config, mesh, out_dir)
+  ctx = suite.context(encoder, out_dir)
   writer = metric_writers.create_default_writer(out_root,
                                                 just_logging=jax.process_index() > 0)
   results, seconds, failed = {}, {}, {}
@@ -251,7 +361,7 @@ def run(encoder: checkpoint.Encoder, config: ml_collections.ConfigDict, mesh,
     logging.info('Evaluator %d of %d: %s ...', n, len(config.evaluators), name)
     start = time.perf_counter()
     try:
-      metrics, images = EVALUATORS[name](ctx, cfg)
+      metrics, images = suite.evaluate(ctx, name)
     except errors.UserError:
       raise
     except Exception as e:  # A bug in one evaluator: keep the others' results.
