@@ -4,9 +4,11 @@ r"""Evaluates a trained encoder on a suite of evaluations chosen by config.
   python evaluate.py --config=configs/evaluate.py:synthetic --workdir=W --step=225
   python evaluate.py --config=configs/evaluate.py:vtab --encoder=EXPORTED_ENCODER_DIR
   python evaluate.py --workdir=W --export=/tmp/encoder   # only export the encoder
+  python evaluate.py --config=configs/evaluate.py:vtab_tiny --random_init
 
-The encoder comes from a training workdir's orbax checkpoint (latest, or --step) or from a
-folder written by --export (vivi/checkpoint.py: the encoder alone, for downstream use).
+The encoder comes from a training workdir's orbax checkpoint (latest, or --step), from a
+folder written by --export (vivi/checkpoint.py: the encoder alone, for downstream use), or
+with --random_init is the config's `model` at initialisation (a from-scratch baseline).
 Writes <output>/step_<N>/{results.md, *.json, *.png} and TensorBoard events, where
 <output> is --output or <workdir or encoder>/eval, and prints the Markdown table. Each
 evaluator's results are written as it finishes.
@@ -22,6 +24,8 @@ from vivi.evaluate import suite
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir (its checkpoints/).')
 ENCODER = flags.DEFINE_string('encoder', None, 'Or: a folder written by --export.')
+RANDOM_INIT = flags.DEFINE_bool('random_init', False, 'Or: the config\'s model at random '
+                                'initialisation (results under --output or /tmp/vivi_eval).')
 STEP = flags.DEFINE_integer('step', None, 'Checkpoint step of --workdir (default: latest).')
 EXPORT = flags.DEFINE_string('export', None, 'Write the encoder alone to this folder.')
 OUTPUT = flags.DEFINE_string('output', None, 'Where results go (default: <workdir or '
@@ -43,10 +47,12 @@ def _writable(path: str, flag: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if bool(WORKDIR.value) == bool(ENCODER.value):
-    raise app.UsageError('give exactly one of --workdir and --encoder')
-  source = WORKDIR.value or ENCODER.value
-  if not os.path.isdir(source):
+  if (bool(WORKDIR.value) + bool(ENCODER.value) + RANDOM_INIT.value) != 1:
+    raise app.UsageError('give exactly one of --workdir, --encoder and --random_init')
+  if RANDOM_INIT.value and CONFIG.value is None:
+    raise app.UsageError('--random_init needs --config (its model)')
+  source = WORKDIR.value or ENCODER.value or '/tmp/vivi_eval'
+  if not RANDOM_INIT.value and not os.path.isdir(source):
     raise errors.PathError(f'--{"workdir" if WORKDIR.value else "encoder"}={source}: no such '
                            'folder')
   if WORKDIR.value and not os.path.isdir(os.path.join(source, 'checkpoints')):
@@ -62,8 +68,11 @@ def main(argv):
   mesh = parallel.make_mesh()
   if WORKDIR.value:
     encoder = checkpoint.restore_encoder(WORKDIR.value, STEP.value, mesh)
-  else:
+  elif ENCODER.value:
     encoder = checkpoint.load_encoder(ENCODER.value, mesh)
+  else:
+    encoder = checkpoint.random_encoder(CONFIG.value.model, CONFIG.value.image_size,
+                                        CONFIG.value.seed, mesh)
   if EXPORT.value:
     print(f'encoder of step {encoder.info["step"]} exported to '
           f'{checkpoint.export_encoder(encoder, EXPORT.value)}')

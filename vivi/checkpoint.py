@@ -279,6 +279,18 @@ def restore_encoder(workdir: str, step: int | None = None, mesh=None) -> Encoder
   return Encoder(video_model.build_encoder(info['model']), variables, info)
 
 
+def random_encoder(model: ml_collections.ConfigDict, image_size: int, seed: int,
+                   mesh=None) -> Encoder:
+  """The encoder of `model` (a `config.model`) at random initialisation: the from-scratch
+  baseline of a transfer protocol (VTAB's), and smoke runs of evaluate.py."""
+  module = video_model.build_encoder(model)
+  init = jax.jit(module.init, out_shardings=parallel.replicated(mesh or parallel.make_mesh()))
+  variables = init(jax.random.key(seed), jnp.zeros((1, image_size, image_size, 3)))
+  info = {'model': dict(model), 'source': f'random initialisation (seed {seed})', 'step': 0,
+          'objectives': [], 'input': INPUT, 'input_dtype': 'uint8', 'input_range': [0, 255]}
+  return Encoder(module, dict(variables), info)
+
+
 def export_encoder(encoder: Encoder, out_dir: str) -> str:
   """Writes the encoder alone (its variables as an orbax checkpoint plus `encoder.json`
   with its architecture and provenance) for fine-tuning elsewhere; returns `out_dir`."""

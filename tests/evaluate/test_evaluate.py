@@ -134,3 +134,38 @@ def test_evaluate_refuses_a_missing_workdir_and_an_unwritable_output(tmp_path):
   (tmp_path / 'a_file').write_text('x')
   out = run(f'--workdir={tmp_path / "work"}', f'--output={tmp_path / "a_file" / "eval"}')
   assert out.returncode == 2 and 'cannot create' in out.stderr.splitlines()[-1], out.stderr
+
+
+@pytest.mark.slow
+def test_training_probes_and_evaluate_give_the_same_numbers(tmp_path):
+  """The loop's final probe and `suite.run` on the restored checkpoint are one code path:
+  the same evaluators and settings give the same numbers."""
+  import ml_collections
+
+  from configs import vivi_obj
+  from vivi import checkpoint, loop, parallel
+  from vivi.evaluate import suite
+  config = vivi_obj.get_config('tiny')
+  config.data.cache_dir = str(tmp_path / 'cache')
+  config.data.synthetic.num_videos = 24
+  config.data.shuffle_buffer = 8
+  config.num_train_steps = 3
+  config.schedule.warmup_steps = 1
+  config.input.batch_videos = 2
+  config.input.image_size = 32
+  config.log_every_steps = 1
+  config.probe.update(image_size=32, num_train=60, num_test=30)
+  config.probe.evaluators.linear_probe.datasets = ('synthetic/class', 'synthetic/size')
+  config.probe.evaluators.object_nn.num_videos = 2
+  workdir = str(tmp_path / 'work')
+  trained = loop.train_and_evaluate(config, workdir)['trained']
+
+  settings = ml_collections.ConfigDict(config.probe.to_dict())
+  del settings['every_steps']
+  mesh = parallel.make_mesh()
+  encoder = checkpoint.restore_encoder(workdir, mesh=mesh)
+  results = suite.run(encoder, settings, mesh, str(tmp_path / 'eval'))
+  evaluated = {f'{n}/{k}': v for n, metrics in results.items() for k, v in metrics.items()}
+  assert set(evaluated) == set(trained) and len(trained) == 3, (evaluated, trained)
+  for key, value in trained.items():
+    assert evaluated[key] == pytest.approx(value, abs=1e-6), key

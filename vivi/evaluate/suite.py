@@ -176,12 +176,23 @@ def knn_eval(ctx: Context, cfg) -> Result:
 
 
 def vtab_eval(ctx: Context, cfg) -> Result:
+  """The VTAB-1k protocol (vtab.py): fine-tuning sweep, selection on val200, retraining on
+  1000, median of `num_runs`. Optional keys (VTAB's values by default): `learning_rates`,
+  `schedules` ((steps, decay every), ...), `augment` ('none'; '' is each task's
+  label-preserving default), `recalibrate_batch_stats`, `sweep_once`, `num_test` (0: the
+  whole test split)."""
   tasks = [t for spec in cfg.tasks for t in vtab_tasks.task_names(spec)]
+  sweep = [vtab.Setting(lr, steps, decay)
+           for lr in cfg.get('learning_rates', vtab.LEARNING_RATES)
+           for steps, decay in cfg.get('schedules', vtab.SCHEDULES)]
   out = vtab.run_suite(ctx.encoder.module, ctx.encoder.variables, tasks,
-                       data_dir=ctx.config.data_dir or None, image_size=ctx.config.image_size,
-                       data_seed=ctx.config.seed, step_scale=cfg.step_scale,
+                       data_dir=ctx.config.get('data_dir') or None,
+                       image_size=ctx.config.image_size, num_test=cfg.get('num_test') or None,
+                       data_seed=ctx.config.seed, sweep=sweep, step_scale=cfg.step_scale,
                        num_runs=cfg.num_runs, batch_size=cfg.batch_size, seed=ctx.config.seed,
-                       mesh=ctx.mesh, log=ctx.log)
+                       mesh=ctx.mesh, log=ctx.log, augment=cfg.get('augment', 'none') or None,
+                       recalibrate_batch_stats=cfg.get('recalibrate_batch_stats', False),
+                       sweep_once=cfg.get('sweep_once', False))
   with open(os.path.join(ctx.out_dir, 'vtab_runs.json'), 'w') as f:
     json.dump(out, f, indent=1, default=float)
   metrics = {t: r['test_accuracy'] for t, r in out['tasks'].items()}

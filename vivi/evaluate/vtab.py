@@ -17,26 +17,24 @@ This module holds:
     accuracy` (so it is testable with a stub); `run_task` plugs in `finetune.py`;
     `run_suite` runs several tasks and averages per group.
 
-Run it (configs/finetune.py documents the keys and what to expect):
+Run it as the evaluation suite's `vtab` evaluator (configs/evaluate.py documents the keys
+and what to expect):
 
-  python -m vivi.evaluate.vtab --config=configs/finetune.py:tiny
-  python -m vivi.evaluate.vtab --config=configs/finetune.py \
-      --config.encoder_checkpoint=/path/to/exported_encoder --config.task=vtab \
-      --config.data_dir=/path/to/tensorflow_datasets --output=/tmp/vtab.json
+  python evaluate.py --config=configs/evaluate.py:vtab_tiny --random_init
+  python evaluate.py --config=configs/evaluate.py:vtab --encoder=/path/to/exported_encoder \
+      --config.data_dir=/path/to/tensorflow_datasets
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from vivi.evaluate.vtab_tasks import GROUPS, TaskData, load_task, task_names
+from vivi.evaluate.vtab_tasks import GROUPS, TaskData, load_task
 
 LEARNING_RATES = (0.1, 0.01)
 SCHEDULES = ((10_000, 3_000), (2_500, 750))  # (steps, decay every): VTAB's two schedules.
@@ -218,69 +216,3 @@ def run_suite(encoder, variables, tasks: Sequence[str | TaskData], *,
     if log:
       log(f'{data.name}: median test accuracy {results[data.name]["test_accuracy"]:.4f}')
   return {'tasks': results, **group_means(results)}
-
-
-# ---------------------------------------------------------------------------------------
-# Command line.
-
-def _encoder_from_config(config, mesh):
-  """(module, variables): the exported encoder, or with encoder_checkpoint='' a randomly
-  initialised `config.model` (VTAB's from-scratch baseline; smoke runs)."""
-  import jax
-  import jax.numpy as jnp
-
-  from vivi import checkpoint, parallel
-  from vivi.models import video_model
-
-  if config.encoder_checkpoint:
-    encoder = checkpoint.load_encoder(config.encoder_checkpoint, mesh)
-    return encoder.module, encoder.variables
-  module = video_model.build_encoder(config.model)
-  variables = jax.jit(module.init, out_shardings=parallel.replicated(mesh))(
-      jax.random.key(config.seed), jnp.zeros((1, config.image_size, config.image_size, 3)))
-  return module, dict(variables)
-
-
-def run_from_config(config) -> dict:
-  """Runs `config.task` as configs/finetune.py describes; returns `run_suite`'s result."""
-  from vivi import parallel
-
-  mesh = parallel.make_mesh()
-  module, variables = _encoder_from_config(config, mesh)
-  sweep = [Setting(lr, steps, decay) for lr in config.sweep.learning_rates
-           for steps, decay in config.sweep.schedules]
-  return run_suite(
-      module, variables, task_names(config.task), data_dir=config.data_dir or None,
-      image_size=config.image_size, num_test=config.num_test or None,
-      data_seed=config.data_seed, sweep=sweep, step_scale=config.step_scale,
-      num_runs=config.num_runs, seed=config.seed, mesh=mesh, batch_size=config.batch_size,
-      augment=config.augment or None, recalibrate_batch_stats=config.recalibrate_batch_stats,
-      sweep_once=config.sweep_once)
-
-
-def main(argv=None) -> None:
-  from absl import app, flags
-  from ml_collections import config_flags
-
-  config = config_flags.DEFINE_config_file('config', None, 'configs/finetune.py[:variant]',
-                                           lock_config=True)
-  output = flags.DEFINE_string('output', '', 'Write the results here as JSON.')
-
-  def run(args):
-    if len(args) > 1:
-      raise app.UsageError(f'unexpected arguments: {args[1:]}')
-    result = run_from_config(config.value)
-    summary = {k: v for k, v in result.items() if k != 'tasks'}
-    print(json.dumps({'tasks': {n: r['test_accuracy'] for n, r in result['tasks'].items()},
-                      **summary}, indent=1))
-    if output.value:
-      os.makedirs(os.path.dirname(os.path.abspath(output.value)), exist_ok=True)
-      with open(output.value, 'w') as f:
-        json.dump(result, f, indent=1)
-
-  flags.mark_flags_as_required(['config'])
-  app.run(run, argv)
-
-
-if __name__ == '__main__':
-  main()
