@@ -157,3 +157,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Per-example softmax cross-entropy with integer labels."""
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def classification(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict]:
+  """Mean softmax cross-entropy and top-1 accuracy: the loss of the classifying objectives
+  (rotation, shot order, co-training)."""
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+  return jnp.mean(cross_entropy(logits, labels)), {'accuracy': accuracy}

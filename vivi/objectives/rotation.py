@@ -10,7 +10,6 @@ classifier on the pooled representation predicts it with a softmax cross-entropy
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from vivi.objectives import losses
 
@@ -31,7 +30,4 @@ def make_head(cfg) -> nn.Module:
 def loss(outputs, batch, cfg):
   if 'rotation' not in batch:
     raise ValueError("objective 'rotation' needs rotated frames: set input.rotate=True")
-  logits = outputs['logits']
-  ce = losses.cross_entropy(logits, batch['rotation'])
-  acc = jnp.mean(jnp.argmax(logits, -1) == batch['rotation'])
-  return jnp.mean(ce), {'accuracy': acc}
+  return losses.classification(outputs['logits'], batch['rotation'])

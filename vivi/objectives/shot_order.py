@@ -31,6 +31,4 @@ def make_head(cfg) -> nn.Module:
 
 
 def loss(outputs, batch, cfg):
-  logits, labels = outputs['logits'], outputs['labels']
-  acc = jnp.mean(jnp.argmax(logits, -1) == labels)
-  return jnp.mean(losses.cross_entropy(logits, labels)), {'accuracy': acc}
+  return losses.classification(outputs['logits'], outputs['labels'])

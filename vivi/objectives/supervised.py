@@ -7,7 +7,6 @@ gamma being this objective's weight (swept by the papers, value not reported).
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from vivi.objectives import losses
 
@@ -30,6 +29,4 @@ def make_head(cfg) -> nn.Module:
 
 
 def loss(outputs, batch, cfg):
-  logits, labels = outputs['logits'], batch['labels']
-  acc = jnp.mean(jnp.argmax(logits, -1) == labels)
-  return jnp.mean(losses.cross_entropy(logits, labels)), {'accuracy': acc}
+  return losses.classification(outputs['logits'], batch['labels'])
