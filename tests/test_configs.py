@@ -43,8 +43,15 @@ def test_config_builds_its_model(name, variant):
 
 @pytest.mark.parametrize('name', sorted(VARIANTS))
 def test_unknown_variant_is_an_error(name):
-  with pytest.raises(ValueError, match='variant'):
+  with pytest.raises(ValueError, match="unknown variant 'huge'"):
     _config(name, 'huge')
+
+
+def test_an_unknown_option_lists_the_valid_ones():
+  with pytest.raises(ValueError, match=r"unknown variant 'tiny,random_box' of "
+                     r"configs/vivi_obj.py: want \[tiny\]\[,option\] with an option from "
+                     r"\('random_boxes', 'random_labels', 'also_ce', 'ce_only', 'distill'\)"):
+    _config('vivi_obj', 'tiny,random_box')
 
 
 def test_published_values():
