@@ -4,6 +4,7 @@ r"""Does each method learn? Every tiny config, the same budget, one world seed, 
   python benchmarks/learning.py --world_seed=1 --out=docs/results_seed1.md
   python benchmarks/learning.py --sweep                         # the learning-rate rule
   python benchmarks/learning.py --runs=vivi,vivi_obj            # some rows only
+  python benchmarks/learning.py --seeds=0,1,2                   # 3 training seeds per row
 
 Each row is the README's main command for one tiny config (`python main.py
 --config=configs/<file>.py:<variant>`), run as its own process with the world seed set
@@ -13,7 +14,8 @@ images through the online encoder per step and the steps of configs/common.py (t
 rows: the encoder at initialisation, the colour-histogram baseline (no learning, no shape),
 each method and the papers' ablations, and the supervised ceiling (configs/supervised.py).
 Columns: the linear probes of the world's held-out tasks and the object nearest-neighbour
-fraction, each ± its binomial standard error, and the wall time. Then the papers' claims,
+fraction, each ± its binomial standard error (with several `--seeds`: the mean over the
+training seeds, the standard error also counting their spread), and the wall time. Then the papers' claims,
 each "holds" when the difference is beyond two standard errors of the difference, "does not
 hold" when it is beyond two in the other direction, "within noise" otherwise.
 
@@ -102,8 +104,8 @@ def run(key: str, config: str, variant: str, workdir: str, args, overrides=()) -
   command = [sys.executable, os.path.join(ROOT, 'main.py'),
              f'--config={os.path.join(ROOT, "configs", config)}.py:{variant}',
              f'--workdir={workdir}', f'--config.data.synthetic.seed={args.world_seed}',
-             f'--config.data.cache_dir={args.cache_dir}', f'--config.seed={args.seed}',
-             f'--config.probe.seed={args.probe_seed}', *overrides]
+             f'--config.data.cache_dir={args.cache_dir}', f'--config.probe.seed={args.probe_seed}',
+             *overrides]
   print(f'[{time.strftime("%H:%M:%S")}] {key}: {" ".join(command[1:])}', flush=True)
   start = time.time()
   os.makedirs(workdir, exist_ok=True)
@@ -122,10 +124,29 @@ def run(key: str, config: str, variant: str, workdir: str, args, overrides=()) -
   return out
 
 
-def cell(value, n) -> str:
-  if value is None:
-    return '–'
-  return f'{value:.3f} ± {tables.standard_error(value, n):.3f}'
+def over_seeds(runs: list[dict]) -> dict:
+  """One row from the runs of several training seeds: each value the mean over seeds, its
+  standard error the probe's binomial one (every seed is probed on the same images, so that
+  part does not shrink with more seeds) combined with the standard error of the mean across
+  seeds (training noise)."""
+  out = {'counts': runs[0]['counts'], 'reference': runs[0].get('reference', {}),
+         'wall_seconds': sum(r.get('wall_seconds', math.nan) for r in runs) / len(runs),
+         'seeds': len(runs)}
+  for part in ('trained', 'init'):
+    out[part], out[part + '_se'] = {}, {}
+    for k in runs[0][part]:
+      values = [r[part][k] for r in runs]
+      mean = sum(values) / len(values)
+      se = tables.standard_error(mean, out['counts'].get(k, 1))
+      if len(values) > 1:
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        se = math.hypot(se, sd / math.sqrt(len(values)))
+      out[part][k], out[part + '_se'][k] = mean, se
+  return out
+
+
+def cell(value, se) -> str:
+  return '–' if value is None else f'{value:.3f} ± {se:.3f}'
 
 
 def results_table(rows: dict[str, dict]) -> str:
@@ -134,10 +155,13 @@ def results_table(rows: dict[str, dict]) -> str:
   lines = ['| row | ' + ' | '.join(COLUMNS) + ' | wall time |',
            '| --- |' + ' --- |' * (len(COLUMNS) + 1)]
   lines.append('| encoder at initialisation | ' + ' | '.join(
-      cell(first['init'].get(k), counts.get(k, 1)) for k in COLUMNS.values()) + ' | – |')
+      cell(first['init'].get(k), first['init_se'].get(k)) for k in COLUMNS.values()) +
+      ' | – |')
   hist = first.get('reference', {}).get('color_histogram', {})
   lines.append('| colour histogram (no learning, no shape) | ' + ' | '.join(
-      cell(hist.get(k), counts.get(k, 1)) for k in COLUMNS.values()) + ' | – |')
+      cell(hist.get(k), hist.get(k) is not None
+           and tables.standard_error(hist[k], counts.get(k, 1))) for k in COLUMNS.values()) +
+      ' | – |')
   for key, r in rows.items():
     init = r['init']
     cells = []
@@ -146,10 +170,9 @@ def results_table(rows: dict[str, dict]) -> str:
       if v is None:
         cells.append('–')
         continue
-      n = r['counts'].get(k, 1)
-      se = math.hypot(tables.standard_error(v, n), tables.standard_error(init[k], n))
+      se = math.hypot(r['trained_se'][k], r['init_se'][k])
       mark = ' *' if v - init[k] > 3 * se else ''
-      cells.append(cell(v, n) + mark)
+      cells.append(cell(v, r['trained_se'][k]) + mark)
     lines.append(f'| {RUNS[key][0].strip()} | ' + ' | '.join(cells) +
                  f' | {r.get("wall_seconds", float("nan")) / 60:.1f} min |')
   return '\n'.join(lines)
@@ -163,8 +186,7 @@ def claims_table(rows: dict[str, dict]) -> str:
       continue
     key = COLUMNS[column]
     va, vb = rows[a]['trained'][key], rows[b]['trained'][key]
-    n = rows[a]['counts'][key]
-    se = math.hypot(tables.standard_error(va, n), tables.standard_error(vb, n))
+    se = math.hypot(rows[a]['trained_se'][key], rows[b]['trained_se'][key])
     d = va - vb
     verdict = 'holds' if d > 2 * se else 'does not hold' if d < -2 * se else 'within noise'
     lines.append(f'| {claim} ({column}) | {paper} | {va:.3f} vs {vb:.3f} | {d:+.3f} ± '
@@ -181,7 +203,7 @@ def sweep(args) -> str:
     for m in MULTIPLIERS:
       workdir = os.path.join(args.workdir_root, f'sweep_seed{args.world_seed}', f'{key}_x{m}')
       r = run(f'{key} x{m}', config, variant, workdir, args,
-              overrides=['--config.probe.split=validation',
+              overrides=['--config.probe.split=validation', f'--config.seed={args.seeds[0]}',
                          f'--config.schedule.base_learning_rate={common.TINY_LEARNING_RATE * m}',
                          '--config.probe.evaluators.linear_probe.datasets=("synthetic/class",)',
                          '--config.probe.evaluators.object_nn.num_videos=0'])
@@ -197,7 +219,9 @@ def sweep(args) -> str:
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--world_seed', type=int, default=0)
-  parser.add_argument('--seed', type=int, default=0, help='initialisation and data order')
+  parser.add_argument('--seeds', default='0',
+                      help='comma-separated training seeds (initialisation and data order); '
+                      'with several, each cell is the mean over them')
   parser.add_argument('--probe_seed', type=int, default=1)
   parser.add_argument('--runs', default=','.join(RUNS),
                       help=f'comma-separated, from {",".join(RUNS)}')
@@ -207,6 +231,7 @@ def main(argv=None) -> None:
   parser.add_argument('--out', help='write the Markdown tables here too')
   args = parser.parse_args(argv)
   args.runs = [r for r in args.runs.split(',') if r]
+  args.seeds = [int(s) for s in args.seeds.split(',') if s]
   unknown = sorted(set(args.runs) - set(RUNS))
   if unknown:
     parser.error(f'unknown runs {unknown}; valid: {list(RUNS)}')
@@ -217,12 +242,20 @@ def main(argv=None) -> None:
     rows = {}
     for key in [k for k in RUNS if k in args.runs]:   # The table's order.
       _, config, variant = RUNS[key]
-      workdir = os.path.join(args.workdir_root, f'seed{args.world_seed}', key)
-      rows[key] = run(key, config, variant, workdir, args)
-    text = (f'## World seed {args.world_seed} (probe seed {args.probe_seed}, init seed '
-            f'{args.seed})\n\n{results_table(rows)}\n\n* gain over the encoder at '
-            f'initialisation beyond three standard errors.\n\n### The papers\' claims\n\n'
-            f'{claims_table(rows)}\n')
+      runs = []
+      for seed in args.seeds:
+        name = key if seed == 0 else f'{key}_init{seed}'
+        workdir = os.path.join(args.workdir_root, f'seed{args.world_seed}', name)
+        runs.append(run(name, config, variant, workdir, args,
+                        overrides=[f'--config.seed={seed}']))
+      rows[key] = over_seeds(runs)
+    errors = ('the probe\'s binomial standard error' if len(args.seeds) == 1 else
+              f'the probe\'s binomial standard error combined with that of the mean over '
+              f'{len(args.seeds)} training seeds')
+    text = (f'## World seed {args.world_seed} (probe seed {args.probe_seed}, training '
+            f'seeds {",".join(map(str, args.seeds))})\n\n{results_table(rows)}\n\n'
+            f'± {errors}; * gain over the encoder at initialisation beyond three standard '
+            f'errors.\n\n### The papers\' claims\n\n{claims_table(rows)}\n')
   print(text, flush=True)
   if args.out:
     with open(args.out, 'w') as f:
