@@ -15,9 +15,10 @@ rows: the encoder at initialisation, the colour-histogram baseline (no learning,
 each method and the papers' ablations, and the supervised ceiling (configs/supervised.py).
 Columns: the linear probes of the world's held-out tasks and the object nearest-neighbour
 fraction, each ± its binomial standard error (with several `--seeds`: the mean over the
-training seeds, the standard error also counting their spread), and the wall time. Then the papers' claims,
-each "holds" when the difference is beyond two standard errors of the difference, "does not
-hold" when it is beyond two in the other direction, "within noise" otherwise.
+training seeds, the standard error also counting their spread), and the wall time. Then the
+papers' claims, each "holds" when the difference is beyond two standard errors of the
+difference, "does not hold" when it is beyond two in the other direction, "within noise"
+otherwise.
 
 `--sweep` runs each method's tiny config with its learning rate at 0.25, 1 and 4 times
 the tiny runs' AdamW learning rate (configs/common.py: TINY_LEARNING_RATE,
