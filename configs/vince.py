@@ -46,7 +46,7 @@ import ml_collections
 from configs import common
 
 ROWS = ('same_frame', 'multi_frame')
-TINY_LR_MULTIPLIER = 1   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
+TINY_LR_MULTIPLIER = 0.25  # By the validation sweep (docs/results.md, section 2).
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
