@@ -103,7 +103,7 @@ def test_main_survives_sigterm_and_kill_then_resumes_and_reports(tmp_path):
   assert 'with a changed config: num_train_steps: 300 -> ' in out.stderr  # Resumable.
   assert _steps(workdir)[-1] == killed_at + 3
   assert glob.glob(f'{workdir}/events.out.tfevents.*')
-  for row in ('class', 'object_nn'):
+  for row in ('linear_probe/synthetic/class/pre_logits', 'object_nn/same_class_fraction'):
     table = re.search(row + r'\s+([0-9.]+) ± [0-9.]+\s+([0-9.]+) ± ', out.stdout)
     assert table, out.stdout
     assert 0.0 <= float(table.group(1)) <= 1.0 and 0.0 <= float(table.group(2)) <= 1.0
