@@ -60,7 +60,9 @@ RUNS = {
     'vito': ('VITO', 'vito', 'tiny'),
     'vito_no_attention': ('  no attention', 'vito', 'tiny,no_attention'),
     'detcon': ('DetCon (FH masks)', 'detcon', 'tiny'),
-    'detcon_whole_image': ('  whole images', 'detcon', 'tiny,whole_image'),
+    # MoCLR is DetCon_B's objective on whole images (configs/moclr.py): DetCon's ablation.
+    'moclr': ('MoCLR (DetCon on whole images)', 'moclr', 'tiny'),
+    'odin': ('Odin (discovered masks)', 'odin', 'tiny'),
     'supervised': ('supervised (labels of class)', 'supervised', 'tiny'),
 }
 # The methods whose learning rate the sweep sets (their ablations inherit it).
@@ -91,8 +93,11 @@ CLAIMS = (
      'vince_multi_frame', 'class'),
     ('attention pooling beats no attention', 'VITO Figure B.2', 'vito', 'vito_no_attention',
      'class'),
-    ('FH masks beat whole images', 'DetCon (slides; Hénaff et al. 2021)', 'detcon',
-     'detcon_whole_image', 'class'),
+    ('FH masks beat whole images (DetCon beats MoCLR)', 'DetCon (slides; Hénaff et al. 2021)',
+     'detcon', 'moclr', 'class'),
+    ('discovered masks beat FH masks (Odin beats DetCon)', 'Odin (slides; Hénaff et al. 2022)',
+     'odin', 'detcon', 'class'),
+    ('Odin beats MoCLR', 'Odin (slides; Hénaff et al. 2022)', 'odin', 'moclr', 'class'),
 )
 
 

@@ -169,6 +169,22 @@ def detcon(online, target, valid, temperature):
   return np.mean(losses)
 
 
+def moclr(online, target, temperature):
+  """MoCLR's loss (Tian et al. 2021; SimCLR's InfoNCE with BYOL's predictor and EMA
+  target): for image b and view a, the online prediction q = online[b, a] against the
+  target projections of the other view, softmax over the batch's images with image b's as
+  the positive; mean over images and views. online, target [B, 2, d]."""
+  online, target = np.asarray(online, np.float64), np.asarray(target, np.float64)
+  b = online.shape[0]
+  losses = []
+  for i in range(b):
+    for view in (0, 1):
+      logits = np.array([online[i, view] @ target[j, 1 - view] for j in range(b)])
+      logits = logits / temperature
+      losses.append(np.log(np.sum(np.exp(logits))) - logits[i])
+  return np.mean(losses)
+
+
 def masked_average_pool(feature_map, segments, num_masks):
   """DetCon masked pooling with loops: each feature cell weighted by the fraction of its
   pixels in the mask. feature_map [h, w, c]; segments [S, S] ints (-1 = none)."""

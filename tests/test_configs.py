@@ -24,6 +24,8 @@ VARIANTS = {
     'vince': ['', 'tiny', 'tiny,same_frame', 'multi_frame'],
     'vito': ['', 'tiny', 'tiny,no_attention'],
     'detcon': ['', 'tiny', 'tiny,whole_image'],
+    'odin': ['', 'tiny'],
+    'moclr': ['', 'tiny'],
     'supervised': ['', 'tiny'],
 }
 
@@ -106,7 +108,7 @@ def test_piecewise_boundaries_are_the_absolute_steps_the_config_names():
 
 
 TINY = [(n, v) for n, vs in VARIANTS.items() for v in vs if 'tiny' in v]
-METHODS = ('vivi', 'vivi_obj', 'vince', 'vito', 'detcon', 'supervised')
+METHODS = ('vivi', 'vivi_obj', 'vince', 'vito', 'detcon', 'odin', 'moclr', 'supervised')
 
 
 def _images_per_step(config) -> int:

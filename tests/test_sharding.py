@@ -76,6 +76,9 @@ STEP_CASES = {
     'vito': {'input.image_size': 64, 'schedule.base_learning_rate': 0.1, **LARS},
     # DetCon pools masks from block 4, a 4x4 grid at 64 px that the segment maps must tile.
     'detcon': {'input.image_size': 64, 'schedule.base_learning_rate': 0.15, **LARS},
+    # Odin: DetCon's case, masks discovered by k-means on the target inside the step.
+    'odin': {'input.image_size': 64, 'schedule.base_learning_rate': 0.15, **LARS},
+    'moclr': {'input.image_size': 64, 'schedule.base_learning_rate': 0.15, **LARS},
 }
 COMMON = {'input.batch_videos': 8, 'schedule.warmup_steps': 0}   # The step moves parameters.
 
@@ -147,12 +150,12 @@ def _groups(keys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('module', ['vince', 'vito', 'detcon'])
+@pytest.mark.parametrize('module', ['vince', 'vito', 'detcon', 'odin', 'moclr'])
 def test_target_network_methods_give_the_same_step_on_eight_devices(tmp_path, module):
-  """VINCE, VITO and DetCon (tiny): on 8 devices as on 1, the losses, the parameter update,
-  the EMA target network's update (its parameters and its own BatchNorm statistics from its
-  pass over the global batch) and the memory (VINCE's queue and position) agree to float
-  tolerance, judged per leaf against the size of that leaf's change.
+  """VINCE, VITO, DetCon, Odin and MoCLR (tiny): on 8 devices as on 1, the losses, the
+  parameter update, the EMA target network's update (its parameters and its own BatchNorm
+  statistics from its pass over the global batch) and the memory (VINCE's queue and
+  position) agree to float tolerance, judged per leaf against the size of that leaf's change.
 
   What the forward pass computes (losses, BatchNorm statistics, the queue's keys) is a
   continuous function of the inputs: 8 devices sum in another order (measured: <= 1e-5

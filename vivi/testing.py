@@ -13,7 +13,8 @@ from vivi.input import samplers
 def random_batch(config: ml_collections.ConfigDict, batch_videos: int | None = None,
                  seed: int = 0) -> dict[str, np.ndarray]:
   """Random host inputs with the pipeline's shapes (tests, benchmarks): uint8 frames,
-  segments in [-1, num_masks), every mask valid."""
+  segments in [-1, num_masks), every mask valid; Odin's views are its discovery view,
+  the second one flipped."""
   rng = np.random.default_rng(seed)
   out = {}
   for key, x in train.init_batch(config, batch_videos).items():
@@ -23,6 +24,10 @@ def random_batch(config: ml_collections.ConfigDict, batch_videos: int | None = N
       out[key] = rng.integers(-1, samplers.resolve(config).num_masks, x.shape).astype(np.int32)
     elif key == 'mask_valid':
       out[key] = np.ones(x.shape, bool)
+    elif key == 'cells':
+      side = x.shape[-1]
+      same = np.arange(side * side, dtype=np.int32).reshape(side, side)
+      out[key] = np.broadcast_to(np.stack([same, same[:, ::-1]]), x.shape).copy()
     else:
       raise ValueError(f'no random input for batch[{key!r}] {x.shape} {x.dtype}')
   return out

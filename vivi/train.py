@@ -4,7 +4,8 @@ The step: encoder on all frames of the global batch -> each configured objective
 pure loss -> total = sum_o weight_o * loss_o -> gradients -> optax update. Methods with a
 target network (VINCE's momentum encoder, VITO's and DetCon's EMA target) also run the
 target on the batch (on `batch['target_frames']` when the sampler provides them) before the
-update, and move it towards the online network after; objectives with a memory (VINCE's
+update, and move it towards the online network after (Odin's target also discovers the
+segments that both passes pool under); objectives with a memory (VINCE's
 queue) update it from the target's outputs. It is `jax.jit`-compiled with explicit
 shardings (`parallel.py`): batch sharded on 'data', state replicated and donated.
 """
@@ -78,7 +79,12 @@ def create_train_state(config, model, tx, rng) -> TrainState:
   # on the batch size, and this keeps init cheap at the paper's batch. Compiled: op by op,
   # Flax's init of the tiny model takes ~25 s on the CPU.
   init = jax.jit(lambda rngs, batch: model.init(rngs, batch, train=False))
-  variables = init({'params': rng, 'objective': rng}, init_batch(config, 2))
+  batch = init_batch(config, 2)
+  for name, cfg in objectives_lib.resolve(config.objectives).items():
+    # What a target pass would add to the online pass's batch (Odin's segments).
+    spec = getattr(objectives_lib.get(name), 'target_inputs_spec', lambda *_: {})(cfg, config)
+    batch.update({k: jnp.zeros((2,) + shape, dtype) for k, (shape, dtype) in spec.items()})
+  variables = init({'params': rng, 'objective': rng}, batch)
   memory_rng = jax.random.fold_in(rng, 1)
   params = variables['params']
   batch_stats = variables.get('batch_stats', {})
@@ -117,6 +123,9 @@ def make_train_step(config, model, tx) -> Callable:
           mutable=['batch_stats'], rngs={'objective': rng})
       target_outputs = jax.lax.stop_gradient(target_outputs)
       target_stats = mutated.get('batch_stats', {})
+      # Inputs of the online pass that the target computes (Odin's discovered segments).
+      for out in target_outputs.values():
+        batch = {**batch, **out.get('discovered', {})}
 
     def loss_fn(params):
       outputs, mutated = model.apply(

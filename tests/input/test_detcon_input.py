@@ -175,3 +175,36 @@ def test_sampler_picks_a_uniform_frame_and_runs_through_the_pipeline(tmp_path):
     for b in range(2):
       n = int(batch['mask_valid'][b].sum())
       assert n >= 1 and batch['segments'][b].max() == n - 1
+
+
+def test_discovered_cells_point_at_the_same_content_in_the_discovery_view():
+  """Odin (masks='discovered'): every view pixel's `cells` entry is the discovery-view pixel
+  that shows the same content, through each view's crop and flip, so that segments found
+  on the discovery view follow the views as DetCon's FH masks do; -1 only outside the
+  discovery crop."""
+  cfg = augment.AugmentConfig(crop_area=(0.2, 1.0), **NO_COLOR)
+  sampler = detcon_sampler.DetconSampler(augment=(cfg, cfg), masks='discovered',
+                                         discovery_crop_area=(0.5, 0.8))
+  image, flips, outside, matched, total = PALETTE[_regions()], set(), 0, 0, 0
+  for seed in range(8):
+    out = _render(sampler, image, seed)
+    assert set(out) == {'frames', 'discovery', 'cells'}
+    assert out['discovery'].shape == (SIZE, SIZE, 3) and out['cells'].shape == (2, SIZE, SIZE)
+    flips.update(_flips(image, seed, cfg))
+    disc = _palette_index(out['discovery']).reshape(-1)
+    for view in range(2):
+      cells, colour = out['cells'][view], _palette_index(out['frames'][view])
+      inside = cells >= 0
+      outside += int(np.sum(~inside))
+      matched += int(np.sum(disc[cells[inside]] == colour[inside]))
+      total += int(np.sum(inside))
+  # Only pixels where a resize blends two regions may disagree.
+  assert matched / total > 0.95 and total > 0.3 * 8 * 2 * SIZE * SIZE
+  assert flips == {True, False} and outside > 0
+
+
+def test_discovery_index_is_minus_one_outside_the_window_and_inverts_the_resize():
+  index = segments.discovery_index(tf.constant([6, 8]), tf.constant([1, 2, 4, 4]), 2).numpy()
+  expected = -np.ones((6, 8), np.int64)
+  expected[1:5, 2:6] = np.kron(np.array([[0, 1], [2, 3]]), np.ones((2, 2)))
+  np.testing.assert_array_equal(index, expected)

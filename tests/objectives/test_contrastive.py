@@ -1,4 +1,4 @@
-"""VINCE, VITO and DetCon objectives and pooling heads against NumPy references of their
+"""VINCE, VITO, DetCon (and MoCLR) objectives and pooling heads against NumPy references of their
 papers' equations; their gradients; and that each loss falls when what it rewards improves.
 """
 
@@ -162,6 +162,16 @@ def test_detcon_loss_matches_reference_with_invalid_masks():
   got2, _ = detcon.detcon_loss(jnp.asarray(online2), jnp.asarray(target2), jnp.asarray(valid),
                                0.1)
   np.testing.assert_allclose(got2, got, rtol=1e-6)
+
+
+def test_moclr_is_detcon_with_one_whole_image_mask_and_matches_its_equation():
+  """configs/moclr.py trains DetCon_B's loss with one mask per image (the whole image):
+  that is MoCLR's image-level InfoNCE, checked against a reference written from it."""
+  rng = np.random.default_rng(13)
+  online, target = _rand(rng, 5, 2, 8), _rand(rng, 5, 2, 8)
+  got, _ = detcon.detcon_loss(jnp.asarray(online[:, :, None]), jnp.asarray(target[:, :, None]),
+                              jnp.ones((5, 1), bool), 0.1)
+  np.testing.assert_allclose(got, references.moclr(online, target, 0.1), rtol=2e-5)
 
 
 def test_detcon_head_batchnorm_statistics_ignore_padding_masks():

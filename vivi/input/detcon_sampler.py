@@ -17,6 +17,21 @@ Output of `render` (and, with a leading batch axis B, of `pipeline.make_pipeline
 The M masks are drawn uniformly without replacement among the FH segments present in both
 views. The model's masked pooling consumes `one_hot(segments, M)` ([2, S, S, M]; -1 gives an
 all-zero row) and `mask_valid` to ignore the padding masks.
+
+With `masks='discovered'` (Odin, Hénaff et al., ECCV 2022, section 3) the segments are not
+known to the input pipeline: the model discovers them by clustering the EMA network's
+features of a third, *discovery* view (a large crop of the frame, not otherwise augmented:
+`discovery_crop_area`, no flip, no colour or blur). The sampler then gives, instead of
+`segments` and `mask_valid`,
+
+    discovery   uint8 [S, S, 3]      the discovery view
+    cells       int32 [2, S, S]      for every pixel of view 0 and view 1, the discovery-view
+                                     pixel its content comes from (row * S + column; -1
+                                     outside the discovery crop): the views' crops and flips
+                                     applied to `segments.discovery_index`
+
+so that the segments found on the discovery view follow each view's crop and flip exactly as
+DetCon's FH masks do (vivi/objectives/odin.py maps them).
 """
 
 from __future__ import annotations
@@ -30,7 +45,7 @@ from vivi.input import augment as augment_lib
 from vivi.input import records
 from vivi.input import segments as segments_lib
 
-MASKS = ('fh', 'whole_image')
+MASKS = ('fh', 'whole_image', 'discovered')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +57,8 @@ class DetconSampler:
   # whole image, i.e. the same objective on whole images (the image-level baseline DetCon
   # is compared against); with num_masks=1.
   masks: str = 'fh'
+  # 'discovered' (Odin): the crop-area range of the discovery view.
+  discovery_crop_area: tuple[float, float] = (0.5, 1.0)
 
   def __post_init__(self):
     if self.masks not in MASKS:
@@ -75,35 +92,49 @@ class DetconSampler:
     size = self.augment[0].image_size
     seeds = tf.random.experimental.stateless_split(seed, 3)
     image = tf.io.decode_jpeg(selected['jpeg'], channels=3)
+    out = {}
     if self.masks == 'whole_image':
       labels = tf.zeros(tf.shape(image)[:2], tf.int32)
-    else:
+    elif self.masks == 'fh':
       labels = segments_lib.fh_segments(image, self.fh)
+    else:
+      discovery = augment_lib.AugmentConfig(image_size=size, crop_area=self.discovery_crop_area,
+                                            flip=False, color=False)
+      out['discovery'], window, _, _ = augment_lib.augment_decoded(image, seeds[2], discovery)
+      labels = segments_lib.discovery_index(tf.shape(image)[:2], window, size)
     frames, view_labels = [], []
     for view, cfg in enumerate(self.augment):
       frame, window, flipped, _ = augment_lib.augment_decoded(image, seeds[view], cfg)
       frames.append(frame)
       view_labels.append(segments_lib.transform_labels(labels, window, flipped, size))
-    segments, valid = segments_lib.sample_shared_segments(
-        tf.stack(view_labels), self.num_masks, seeds[2])
-    return {'frames': tf.stack(frames), 'segments': segments, 'mask_valid': valid}
+    out['frames'] = tf.stack(frames)
+    if self.masks == 'discovered':
+      out['cells'] = tf.stack(view_labels)
+    else:
+      out['segments'], out['mask_valid'] = segments_lib.sample_shared_segments(
+          tf.stack(view_labels), self.num_masks, seeds[2])
+    return out
 
 
 # config.input keys of this sampler beyond samplers.SHARED_KEYS, with DetCon's values
 # (configs/detcon.py says where each comes from).
 DEFAULTS = dict(num_masks=16, fh=dataclasses.asdict(segments_lib.FHConfig()), masks='fh',
-                augment='byol', crop_area=(0.08, 1.0))
+                augment='byol', crop_area=(0.08, 1.0), discovery_crop_area=(0.5, 1.0))
 POSITIVE = ('num_masks',)   # Keys that must be >= 1.
 
 
 def example_spec(i, config) -> dict[str, tuple[tuple, type]]:
   """{key: (shape, dtype)} of one video's part of the batch, for a resolved `config.input`."""
-  return {'frames': ((2, i.image_size, i.image_size, 3), np.uint8),
-          'segments': ((2, i.image_size, i.image_size), np.int32),
+  s = i.image_size
+  if i.masks == 'discovered':
+    return {'frames': ((2, s, s, 3), np.uint8), 'discovery': ((s, s, 3), np.uint8),
+            'cells': ((2, s, s), np.int32)}
+  return {'frames': ((2, s, s, 3), np.uint8), 'segments': ((2, s, s), np.int32),
           'mask_valid': ((i.num_masks,), bool)}
 
 
 def from_config(i, config, manifest, folder: str) -> DetconSampler:
   """The sampler of a resolved `config.input`."""
   return DetconSampler(augment=augment_lib.from_config(i, 2), num_masks=i.num_masks,
-                       fh=segments_lib.FHConfig(**i.fh), masks=i.masks)
+                       fh=segments_lib.FHConfig(**i.fh), masks=i.masks,
+                       discovery_crop_area=tuple(i.discovery_crop_area))

@@ -4,6 +4,7 @@
     'vince'   R2V2 frames, k anchors + k positives per video     vince_sampler.py
     'vito'    n views drawn marginally from a 2.56 s clip        vito_sampler.py
     'detcon'  two views of a frame + aligned FH segment masks    detcon_sampler.py
+              (or Odin's discovery view, masks='discovered')
     'none'    no videos: labelled images only (configs/supervised.py, the supervised
               reference of the learning benchmark)
 

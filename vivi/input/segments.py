@@ -69,6 +69,28 @@ def transform_labels(labels: tf.Tensor, window: tf.Tensor, flipped: tf.Tensor,
   return tf.gather(tf.gather(labels, rows, axis=0), cols, axis=1)
 
 
+def discovery_index(image_hw: tf.Tensor, window: tf.Tensor, size: int) -> tf.Tensor:
+  """Which pixel of a discovery view each image pixel lands on (Odin, Hénaff et al. 2022).
+
+  The discovery view is the crop `window` (y0, x0, h, w) of the image resized to
+  [size, size]; image pixel r of the window lies under view pixel floor((r - y0 + 0.5) *
+  size / h) (the inverse of the sampling in `transform_labels`). Returns int32 [H, W]:
+  row * size + column of that view pixel, -1 for image pixels outside the window. Moved
+  through a training view's crop and flip by `transform_labels`, it tells every pixel of
+  that view where its content sits in the discovery view, and so which discovered segment
+  it belongs to once the model has clustered the discovery view's features.
+  """
+  def index(extent_of_image, start, extent):
+    rel = tf.range(extent_of_image) - start
+    at = (tf.cast(rel, tf.float32) + 0.5) * size / tf.cast(extent, tf.float32)
+    i = tf.minimum(tf.cast(tf.floor(at), tf.int32), size - 1)
+    return tf.where((rel >= 0) & (rel < extent), i, -1)
+
+  rows = index(image_hw[0], window[0], window[2])[:, None]
+  cols = index(image_hw[1], window[1], window[3])[None, :]
+  return tf.where((rows >= 0) & (cols >= 0), rows * size + cols, -1)
+
+
 def sample_shared_segments(view_labels: tf.Tensor, num_masks: int,
                            seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """Draws up to `num_masks` segments present in every view and renumbers them.

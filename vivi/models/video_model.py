@@ -10,7 +10,8 @@ representations (VIVI's parameter-free average pooling p, its section 4).
 When the batch carries detector boxes [V, K, L, B, 4], features['box_features']
 [V, K, L, B, C] are the block-4 feature columns at the box centres (Romijnders et al.,
 Figure 3);
-when it carries labelled images (co-training), features['labelled'] holds their features.
+when it carries labelled images (co-training), features['labelled'] holds their features;
+when it carries Odin's discovery view, the target network's features['discovery'] hold its.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class VideoModel(nn.Module):
       features['box_features'] = box_features.gather(features['block4'], batch['boxes'])
     if 'images' in batch and not target:
       features['labelled'] = self.encode(batch['images'], train)
+    if 'discovery' in batch and target:   # Odin: the discovery network is the EMA target.
+      features['discovery'] = self.encode(batch['discovery'], train)
     outputs = {'features': features}
     for name, head in self.heads.items():
       if target and name in self.target_heads:

@@ -8,7 +8,9 @@ and the train step sums `cfg.weight * loss` over the objectives that the config 
 Objectives that compare against the EMA target network set `TARGET = True`: their `loss`
 finds the target's head outputs under outputs['target']. One with a memory (VINCE's queue)
 also has `init_memory(cfg, rng)` and `update_memory(memory, target_outputs, cfg)`; the
-memory lives in the train state and reaches `loss` as outputs['memory'].
+memory lives in the train state and reaches `loss` as outputs['memory']. One whose target
+pass computes inputs of the online pass (Odin's discovered segments) returns them as the
+target's outputs['discovered'] and declares their shapes in `target_inputs_spec(cfg, config)`.
 Adding an objective is a new file plus a line in REGISTRY, never an edit of the step.
 """
 
@@ -25,6 +27,7 @@ from vivi.objectives import (
   exemplar,
   object_classification,
   object_triplet,
+  odin,
   rotation,
   shot_infonce,
   shot_order,
@@ -45,6 +48,7 @@ REGISTRY: dict[str, types.ModuleType] = {
     'vince': vince,                                  # Multi-Pair NCE + MoCo queue (VINCE)
     'vito': vito,                                    # attention pooling + InfoNCE (VITO)
     'detcon': detcon,                                # contrastive detection (DetCon_B)
+    'odin': odin,                                    # DetCon on discovered segments (Odin)
 }
 
 

@@ -30,24 +30,33 @@ DEFAULTS = dict(weight=1.0, projector_hidden=4096, projection_dim=256,
                 temperature=0.1)
 
 
+def mask_projections(fmap, segments, mask_valid, train: bool, target: bool,
+                     projector_hidden: int, projection_dim: int):
+  """DetCon_B's head given the masks, called inside a compact module (its MLPs are that
+  module's 'projector' and 'predictor'): fmap [V, 2, h, w, c], segments [V, 2, S, S],
+  mask_valid [V, M] -> unit projections [V, 2, M, d]. Shared with Odin, whose masks are
+  discovered by the model instead of given by the sampler."""
+  num_masks = mask_valid.shape[-1]
+  pooled = heads.masked_pool(fmap, heads.mask_weights(segments, num_masks, fmap.shape[-3:-1]))
+  # Padding slots (masks that do not exist in this image) stay out of the projector's and
+  # predictor's BatchNorm statistics: they would pull the mean towards the zero vector.
+  valid = jnp.broadcast_to(mask_valid[:, None, :, None], pooled.shape[:-1] + (1,))
+  mlp = lambda name: heads.MLP(projector_hidden, projection_dim, name=name)
+  z = mlp('projector')(pooled, train, mask=valid)
+  if not target:   # BYOL's predictor exists on the online side only.
+    z = mlp('predictor')(z, train, mask=valid)
+  return heads.l2_normalize(z)
+
+
 class Head(nn.Module):
   projector_hidden: int
   projection_dim: int
 
   @nn.compact
   def __call__(self, features, batch, train, target=False):
-    fmap = features['block4']                                           # [V, 2, h, w, c]
-    num_masks = batch['mask_valid'].shape[-1]        # config.input.num_masks
-    weights = heads.mask_weights(batch['segments'], num_masks, fmap.shape[-3:-1])
-    pooled = heads.masked_pool(fmap, weights)                            # [V, 2, M, c]
-    # Padding slots (masks that do not exist in this image) stay out of the projector's and
-    # predictor's BatchNorm statistics: they would pull the mean towards the zero vector.
-    valid = jnp.broadcast_to(batch['mask_valid'][:, None, :, None], pooled.shape[:-1] + (1,))
-    mlp = lambda name: heads.MLP(self.projector_hidden, self.projection_dim, name=name)
-    z = mlp('projector')(pooled, train, mask=valid)
-    if not target:   # BYOL's predictor exists on the online side only.
-      z = mlp('predictor')(z, train, mask=valid)
-    return {'projections': heads.l2_normalize(z)}
+    return {'projections': mask_projections(
+        features['block4'], batch['segments'], batch['mask_valid'], train, target,
+        self.projector_hidden, self.projection_dim)}
 
 
 def make_head(cfg) -> nn.Module:
