@@ -2,6 +2,7 @@
 built or written: a bad config value, an unknown key on the command line, a missing
 dataset or workdir, images of the wrong dtype, a resume with a changed config."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -230,3 +231,15 @@ def test_a_dataset_the_sampler_cannot_use_is_named_at_the_start(tmp_path, caplog
   assert '3 of the 4 videos in' in caplog.text and 'cannot be used by the vivi sampler' in \
       caplog.text
   assert 'only 1 usable video(s) for batches of 8 (input.batch_videos)' in caplog.text
+
+
+@pytest.mark.parametrize('config_name,masks,message', [
+    ('odin', 'fh', r"objective 'odin' reads batch \['discovery', 'cells'\].*masks='discovered'"),
+    ('detcon', 'discovered', r"objective 'detcon' reads batch \['segments', 'mask_valid'\]"),
+])
+def test_an_objective_whose_inputs_the_sampler_does_not_give_is_named(config_name, masks,
+                                                                      message):
+  config = importlib.import_module(f'configs.{config_name}').get_config('tiny')
+  config.input.masks = masks
+  with pytest.raises(errors.ConfigError, match=message):
+    validation.check_config(config)

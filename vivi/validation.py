@@ -97,9 +97,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                              'labelled images only, so set config.labelled.dataset')
   if name != 'none':
     augment.from_config(i)              # Unknown augmentation preset.
-  if not 0 < i.crop_area[0] <= i.crop_area[1] <= 1:
-    _fail('input.crop_area', tuple(i.crop_area), 'want (min, max) with 0 < min <= max <= 1')
+  for key in ('crop_area', 'discovery_crop_area'):
+    if key in i and not 0 < i[key][0] <= i[key][1] <= 1:
+      _fail(f'input.{key}', tuple(i[key]), 'want (min, max) with 0 < min <= max <= 1')
   objectives.resolve(config.objectives)  # Unknown objective or key.
+  given = samplers.example_spec(config)
+  for name in config.objectives:         # What an objective reads, the sampler must give.
+    missing = [k for k in getattr(objectives.get(name), 'INPUTS', ()) if k not in given]
+    if missing:
+      raise errors.ConfigError(
+          f'objective {name!r} reads batch {missing}, which the {i.sampler!r} sampler does '
+          f'not give with these config.input settings (it gives {sorted(given)}); '
+          f'{objectives.get(name).INPUTS_HINT}')
   train.target_objectives(config)       # config.target_network exactly when needed.
   if config.get('target_network'):
     optim.target_momentum(config, 0)    # Schedule name.

@@ -117,7 +117,8 @@ class DetconSampler:
 
 
 # config.input keys of this sampler beyond samplers.SHARED_KEYS, with DetCon's values
-# (configs/detcon.py says where each comes from).
+# (configs/detcon.py says where each comes from). With masks='discovered' `num_masks` and
+# `fh` are unused (Odin's masks are its objective's num_clusters).
 DEFAULTS = dict(num_masks=16, fh=dataclasses.asdict(segments_lib.FHConfig()), masks='fh',
                 augment='byol', crop_area=(0.08, 1.0), discovery_crop_area=(0.5, 1.0))
 POSITIVE = ('num_masks',)   # Keys that must be >= 1.

@@ -26,6 +26,8 @@ from vivi.models import heads
 from vivi.objectives import losses
 
 TARGET = True
+INPUTS = ('segments', 'mask_valid')   # What the sampler must give (validation.check_config).
+INPUTS_HINT = "input.masks='fh' or 'whole_image' gives them (input/detcon_sampler.py)"
 DEFAULTS = dict(weight=1.0, projector_hidden=4096, projection_dim=256,
                 temperature=0.1)
 

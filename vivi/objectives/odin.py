@@ -33,6 +33,8 @@ from vivi.models import kmeans
 from vivi.objectives import detcon
 
 TARGET = True
+INPUTS = ('discovery', 'cells')   # What the sampler must give (validation.check_config).
+INPUTS_HINT = "input.masks='discovered' gives them (configs/odin.py)"
 DEFAULTS = dict(weight=1.0, num_clusters=8, kmeans_iterations=10, feature='block4',
                 projector_hidden=4096, projection_dim=256, temperature=0.1)
 
