@@ -74,19 +74,21 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   c.max_nonfinite_steps = 10
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
-  # Linear probe of frozen pooled features on the synthetic world's held-out tasks,
-  # and the object nearest-neighbour diagnostic of Romijnders et al. Table 2 on held-out
-  # videos.
+  # Linear probe of frozen pooled features on the synthetic world's held-out tasks, the
+  # object nearest-neighbour diagnostic of Romijnders et al. Table 2 on held-out videos,
+  # and Odin's object discovery (k-means segments of block 4 vs the true object masks).
   # split='validation' scores on held-out training images and never renders the test split
   # (for choosing hyper-parameters: benchmarks/learning.py --sweep).
   # The evaluators are the evaluation suite's (vivi/evaluate/suite.py, configs/evaluate.py):
-  # set a linear probe's datasets to () or object_nn's num_videos to 0 to switch it off.
+  # set a linear probe's datasets to () or object_nn's or object_discovery's num_videos to 0
+  # to switch it off.
   c.probe = dict(
       every_steps=10_000, split='test', seed=1, image_size=224, num_train=2000, num_test=1000,
       evaluators=dict(
           linear_probe=dict(datasets=tuple(f'synthetic/{t}' for t in PROBE_TASKS),
                             features=('pre_logits',)),
-          object_nn=dict(num_videos=40, frames_per_video=8)))
+          object_nn=dict(num_videos=40, frames_per_video=8),
+          object_discovery=dict(OBJECT_DISCOVERY)))
 
   if variant == 'tiny':
     c.data.dataset = 'synthetic'
