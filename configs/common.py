@@ -25,16 +25,16 @@ TINY_LR_MULTIPLIERS = (0.25, 1, 4)
 TINY_WARMUP_STEPS = 50
 # The synthetic world's held-out tasks every run probes (vivi/input/synthetic_tasks.py).
 PROBE_TASKS = ('class', 'count', 'position', 'orientation', 'size')
-# The probe's object discovery (vivi/evaluate/discovery.py), the representation the
+# The probe's object discovery (vivi/evaluate/discovery.py) on the representation the
 # objectives train: block 4, not upsampled. Measured at the tiny size (64 px: blocks 3 and 4
-# are 4x4 maps, block 2 is 8x8; docs/results.md, object discovery): upsampling block 4
-# (bilinear, x2 or x4) did not raise ABO for any trained encoder, and blocks 1-2 of an
-# encoder at initialisation already segment by colour (ABO 0.28 and 0.20, above most
-# trained encoders), so they would measure colour, not learning; block 4 at
-# initialisation scores what a fixed grid of K blocks scores (0.124), a clean zero.
+# are 4x4 maps, block 2 is 8x8; docs/results.md, "Object discovery"): upsampling block 4
+# (bilinear, x2 or x4) raised no trained encoder's ABO; blocks 1-2 of an encoder at
+# initialisation already segment by colour (ABO 0.28-0.29 and 0.21-0.22, above most
+# trained encoders), so there the evaluation would measure colour, not learning; block 4
+# at initialisation scores what a fixed grid of K blocks scores (0.13), a clean zero.
 # K = 5: the world's MAX_CAST (4) objects per frame and the background. 60 videos x 4
-# frames (~500 objects): ~5 s for the first probe pass (rendering, compiling), ~0.4 s for
-# each later one, on 2 busy CPU cores.
+# frames (~500 objects): ~6 s for the first probe pass (rendering, compiling), ~0.4 s for
+# each later one, on 2 CPU cores shared with a training run.
 OBJECT_DISCOVERY = dict(num_videos=60, frames_per_video=4, num_clusters=5, num_iterations=10,
                         feature='block4', upsample=1)
 
