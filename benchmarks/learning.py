@@ -13,12 +13,13 @@ compilation, training and the probes included). Every config has the same budget
 images through the online encoder per step and the steps of configs/common.py (tiny). The
 rows: the encoder at initialisation, the colour-histogram baseline (no learning, no shape),
 each method and the papers' ablations, and the supervised ceiling (configs/supervised.py).
-Columns: the linear probes of the world's held-out tasks and the object nearest-neighbour
-fraction, each ± its binomial standard error (with several `--seeds`: the mean over the
-training seeds, the standard error also counting their spread), and the wall time. Then the
-papers' claims, each "holds" when the difference is beyond two standard errors of the
-difference, "does not hold" when it is beyond two in the other direction, "within noise"
-otherwise.
+Columns: the linear probes of the world's held-out tasks, the object nearest-neighbour
+fraction and object discovery's average best overlap (Odin; its binomial error bounds that
+of a mean of IoUs), each ± its binomial standard error (with several `--seeds`: the mean
+over the training seeds, the standard error also counting their spread), and the wall
+time. Then the papers' claims, each "holds" when the difference is beyond two standard
+errors of the difference, "does not hold" when it is beyond two in the other direction,
+"within noise" otherwise.
 
 `--sweep` runs each method's tiny config with its learning rate at 0.25, 1 and 4 times
 the tiny runs' AdamW learning rate (configs/common.py: TINY_LEARNING_RATE,
@@ -70,7 +71,8 @@ SWEPT = ('vivi', 'vivi_obj', 'vince', 'vito', 'detcon', 'supervised')
 MULTIPLIERS = common.TINY_LR_MULTIPLIERS
 # Column: the probe metric it shows (configs/common.py: config.probe).
 COLUMNS = {**{t: f'linear_probe/synthetic/{t}/pre_logits' for t in common.PROBE_TASKS},
-           'object_nn': 'object_nn/same_class_fraction'}
+           'object_nn': 'object_nn/same_class_fraction',
+           'object_discovery': 'object_discovery/abo'}
 # (claim, paper, row a, row b, column): "a beats b on column".
 CLAIMS = (
     ('object level beats VIVI on class', 'Romijnders et al. Table 2', 'vivi_obj', 'vivi',
@@ -212,7 +214,8 @@ def sweep(args) -> str:
               overrides=['--config.probe.split=validation', f'--config.seed={args.seeds[0]}',
                          f'--config.schedule.base_learning_rate={common.TINY_LEARNING_RATE * m}',
                          '--config.probe.evaluators.linear_probe.datasets=("synthetic/class",)',
-                         '--config.probe.evaluators.object_nn.num_videos=0'])
+                         '--config.probe.evaluators.object_nn.num_videos=0',
+                         '--config.probe.evaluators.object_discovery.num_videos=0'])
       accuracy[m] = r['trained'][COLUMNS['class']]
     n = r['counts'][COLUMNS['class']]
     best = max(accuracy, key=accuracy.get)

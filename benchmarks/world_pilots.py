@@ -4,8 +4,9 @@ learned (docs/results.md, section 4) before any change to the shared world itsel
   python benchmarks/world_pilots.py --variant=flat_backgrounds --folder=/tmp/pilot/flat
   python main.py --config=configs/vivi.py:tiny --workdir=/tmp/pilot/vivi_flat \
       --config.data.dataset=/tmp/pilot/flat --config.probe.split=validation \
-      --config.probe.evaluators.linear_probe.datasets='("synthetic/class",)'
-      --config.probe.evaluators.object_nn.num_videos=0
+      --config.probe.evaluators.linear_probe.datasets='("synthetic/class",)' \
+      --config.probe.evaluators.object_nn.num_videos=0 \
+      --config.probe.evaluators.object_discovery.num_videos=0
 
 Each variant renders the same 400 videos as the tiny world of seed `--seed` (the same random
 draws, so the same casts, shots and trajectories) with one change; only the *training*

@@ -31,6 +31,7 @@ def steps_per_second(config: str, steps: int, skip: int, xla_flags: str) -> floa
          f'--workdir={workdir}', f'--config.num_train_steps={steps}',
          '--config.probe.evaluators.linear_probe.datasets=()',
          '--config.probe.evaluators.object_nn.num_videos=0',
+         '--config.probe.evaluators.object_discovery.num_videos=0',
          f'--config.checkpoint_every_steps={steps}'],
         cwd=ROOT, env=env, capture_output=True, text=True)
   if out.returncode:

@@ -11,9 +11,10 @@ Variants:
              kNN on pooled features (block 4 averaged), the probe also on pooled block 3;
              VTAB-1k protocol with steps scaled by 0.01 on three synthetic tasks (3 runs,
              median), pm-k robustness on held-out video frames, the object
-             nearest-neighbour fraction (Romijnders et al. Table 2), frame-to-video
-             retrieval, and the pictures (training curves, t-SNE, nearest-neighbour grid,
-             VITO attention when the run has it).
+             nearest-neighbour fraction (Romijnders et al. Table 2), object discovery (Odin:
+             k-means segments of block 4 vs true object masks, ABO and object recovery, with
+             its picture), frame-to-video retrieval, and the pictures (training curves,
+             t-SNE, nearest-neighbour grid, VITO attention when the run has it).
   quick      the same without VTAB-1k (about 20 of the suite's 27 minutes on 2 cores).
   vtab       the VTAB-1k protocol of VIVI section 4 on the 19 tasks (TFDS, prepared under
              data_dir; nothing is downloaded), VTAB v1's "lightweight" sweep: per task the
@@ -66,6 +67,7 @@ def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
                   step_scale=0.01, num_runs=3, batch_size=64, augment=''),
         pm_k=dict(ks=(1, 4), **sequences),
         object_nn=dict(num_videos=40, frames_per_video=8),
+        object_discovery={**common.OBJECT_DISCOVERY, **held_out},   # ~700 objects
         retrieval=dict(ks=(1, 5), **held_out),
         pictures=dict(num_queries=6, k=5, **held_out),
     )

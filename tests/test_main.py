@@ -33,6 +33,7 @@ def _command(workdir, cache, steps, processes=1):
           '--config.probe.num_train=100', '--config.probe.num_test=50',
           '--config.probe.evaluators.linear_probe.datasets=("synthetic/class",)',
           '--config.probe.evaluators.object_nn.num_videos=4',
+          '--config.probe.evaluators.object_discovery.num_videos=4',
           # 130 videos: 3 shards of at most 64, enough for 2 processes' own shards.
           '--config.data.synthetic.num_videos=130',
           '--config.data.synthetic.image_size=32', '--config.data.shuffle_buffer=16',

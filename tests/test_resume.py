@@ -29,6 +29,7 @@ def _config(module, cache):
   config.probe.every_steps = 1000   # No probe: not tested here.
   config.probe.evaluators.linear_probe.datasets = ()
   config.probe.evaluators.object_nn.num_videos = 0
+  config.probe.evaluators.object_discovery.num_videos = 0
   return config
 
 

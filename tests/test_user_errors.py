@@ -63,6 +63,8 @@ BAD_CONFIGS = [
     ('objectives.vince', {'weight': 1.0}, r'config.target_network .* configures the EMA'),
     ('probe.evaluators.linear_probe.datasets', ('synthetic/colour',),
      r"config.probe.evaluators.linear_probe.datasets: unknown synthetic task 'colour'"),
+    ('probe.evaluators.object_discovery.feature', 'pre_logits',
+     r"config.probe.evaluators.object_discovery: feature='pre_logits'; valid: \('block1'"),
     ('probe.evaluators', {'probe': {}}, r"unknown evaluators \['probe'\] in "
      r"config.probe.evaluators; valid: \['knn', 'linear_probe'"),
     ('schedule.name', 'linear', r"schedule.name must be 'piecewise' or 'cosine'"),

@@ -61,7 +61,8 @@ def test_evaluate_command_writes_the_table_json_and_pictures(tmp_path):
       'vtab': {'tasks': ['synthetic/class'], 'step_scale': 0.001, 'num_runs': 1,
                'batch_size': 16},
       'pm_k': {'ks': [1], **small}, 'object_nn': {'num_videos': 2, 'frames_per_video': 4},
-      'retrieval': {'ks': [1], **small}, 'pictures': {'num_queries': 2, 'k': 3, **small}}
+      'retrieval': {'ks': [1], **small}, 'pictures': {'num_queries': 2, 'k': 3, **small},
+      'object_discovery': {'num_clusters': 3, **small}}
   out = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'evaluate.py'), f'--workdir={workdir}',
        '--config', os.path.join(ROOT, 'configs/evaluate.py') + ':synthetic',
@@ -76,7 +77,7 @@ def test_evaluate_command_writes_the_table_json_and_pictures(tmp_path):
     assert f'| {name} |' in table, table
     metrics = json.loads(pathlib.Path(results, f'{name}.json').read_text())['metrics']
     assert all(np.isfinite(v) for v in metrics.values()), (name, metrics)
-  for png in ('training_curves', 'tsne', 'neighbours', 'attention'):
+  for png in ('training_curves', 'tsne', 'neighbours', 'attention', 'object_discovery'):
     assert os.path.getsize(os.path.join(results, f'{png}.png')) > 10_000, png
   assert os.path.exists(tmp_path / 'encoder' / 'encoder.json')
 
@@ -157,6 +158,7 @@ def test_training_probes_and_evaluate_give_the_same_numbers(tmp_path):
   config.probe.update(image_size=32, num_train=60, num_test=30)
   config.probe.evaluators.linear_probe.datasets = ('synthetic/class', 'synthetic/size')
   config.probe.evaluators.object_nn.num_videos = 2
+  config.probe.evaluators.object_discovery.num_videos = 2
   workdir = str(tmp_path / 'work')
   trained = loop.train_and_evaluate(config, workdir)['trained']
 
@@ -166,6 +168,6 @@ def test_training_probes_and_evaluate_give_the_same_numbers(tmp_path):
   encoder = checkpoint.restore_encoder(workdir, mesh=mesh)
   results = suite.run(encoder, settings, mesh, str(tmp_path / 'eval'))
   evaluated = {f'{n}/{k}': v for n, metrics in results.items() for k, v in metrics.items()}
-  assert set(evaluated) == set(trained) and len(trained) == 3, (evaluated, trained)
+  assert set(evaluated) == set(trained) and len(trained) == 5, (evaluated, trained)
   for key, value in trained.items():
     assert evaluated[key] == pytest.approx(value, abs=1e-6), key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -108,6 +109,50 @@ def test_detections_follow_the_objects():
   assert len(ious) > 100 and np.mean(ious > 0.5) > 0.9, np.mean(ious > 0.5)
   assert 0.02 < wrong / len(ious) < 0.2  # Label noise of 0.1 (and confusions score lower).
   assert low > 0 and empty < frames and num_boxes > frames
+
+
+# sha256 (first 16 hex digits) of everything `render_video_with_truth` returned before the
+# truth carried masks (commit cb6d29c): (index, seed, image size) -> digest (`_digest`).
+WORLD_DIGESTS = {(0, 0, 32): 'ccaae596134675ae', (1, 0, 32): '8888656984aaae76',
+                 (2, 3, 32): 'ffd2dfcd27fd8d5b', (0, 1, 64): '7585b2d975bdc2aa'}
+
+
+def _digest(video: records.Video, truth: list[dict]) -> str:
+  h = hashlib.sha256(b''.join(video.frames))
+  arrays = [video.shot_ids, video.soft_labels, *video.boxes, *video.labels, *video.scores]
+  arrays += [t[key] for t in truth for key in ('boxes', 'classes', 'visible', 'coverage')]
+  for a in arrays:
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()[:16]
+
+
+def test_the_world_is_what_it_was_before_the_truth_had_masks():
+  """The world is a shared instrument: the masks changed no frame, box, label, score, soft
+  label or truth array. (A mismatch on another platform that renders the same frames would
+  mean floating-point differences in the rendering, not a changed world.)"""
+  for (index, seed, size), expected in WORLD_DIGESTS.items():
+    video, truth = synthetic.render_video_with_truth(index, seed=seed, image_size=size)
+    assert _digest(video, truth) == expected, (index, seed, size)
+
+
+def test_masks_span_their_boxes_and_are_disjoint():
+  overlapping_boxes = 0
+  for i in range(4):
+    _, truth = synthetic.render_video_with_truth(i, seed=2, image_size=48)
+    for t in truth:
+      masks = t['masks']
+      assert masks.dtype == bool and masks.shape == (len(t['boxes']), 48, 48)
+      for mask, box in zip(masks, t['boxes']):
+        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        extent = np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1]) / 48
+        np.testing.assert_array_equal(extent, box)
+      # No pixel belongs to two objects, and each mask pixel is more than half covered.
+      assert masks.sum(0).max(initial=0) <= 1
+      assert np.all(t['coverage'][masks.any(0)] > 0.5)
+      for a in range(len(masks)):
+        for b in range(a + 1, len(masks)):
+          overlapping_boxes += _iou(t['boxes'][a], t['boxes'][b:b + 1])[0] > 0
+  assert overlapping_boxes > 10   # Occlusions happen, so disjointness was tested.
 
 
 def test_fps_samples_the_same_world_more_densely():

@@ -271,7 +271,8 @@ def test_vivi_tiny_trains_on_records_prepared_from_the_clips(clips, tmp_path):
        '--config.probe.every_steps=1000', '--config.probe.num_train=50',
        '--config.probe.num_test=20',
        '--config.probe.evaluators.linear_probe.datasets=("synthetic/class",)',
-       '--config.probe.evaluators.object_nn.num_videos=2', '--config.probe.image_size=32'],
+       '--config.probe.evaluators.object_nn.num_videos=2',
+       '--config.probe.evaluators.object_discovery.num_videos=2', '--config.probe.image_size=32'],
       env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True, timeout=900)
   assert train.returncode == 0, train.stderr[-3000:]
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '3')), os.listdir(workdir)

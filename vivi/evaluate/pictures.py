@@ -5,8 +5,11 @@ probe accuracies against the encoder at initialisation); `tsne_plot` embeds feat
 coloured by video and by class (Gordon et al., VINCE Figure 4); `neighbour_grid` shows
 each query's cosine nearest neighbours, at most one per video (VINCE Figure 3);
 `attention_figure` shows images above their VITO saliency overlays (Parthasarathy et al.,
-VITO Figure B.1). Every function writes a PNG and returns the same picture as an RGB
-uint8 array [H, W, 3], ready for a TensorBoard image summary.
+VITO Figure B.1); `segmentation_figure` shows frames beside their true object masks and
+their k-means segments (Hénaff et al., Odin, the talk's "k-means segmentation of CNN
+features" figure: image | human-annotated | clusters). Every function writes a PNG and
+returns the same picture as an RGB uint8 array [H, W, 3], ready for a TensorBoard image
+summary.
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ def _finish(fig, out_png: str) -> np.ndarray:
   with open(out_png, 'wb') as f:
     f.write(data)
   return np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
+
+
+def _finish_pictures(fig, axes, title: str, fontsize: float, out_png: str) -> np.ndarray:
+  """`_finish` for a grid of images: no ticks (pictures, not plots), the title above."""
+  for ax in axes.flat:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(title, fontsize=fontsize)
+  fig.tight_layout()
+  return _finish(fig, out_png)
 
 
 # ---------------------------------------------------------------------------------------
@@ -167,12 +180,8 @@ def tsne_plot(features, video_ids, classes, out_png: str, class_names=None,
       ax.scatter(*emb[classes == c].T, color=cmap(i % cmap.N), s=12, label=name)
     ax.set_title('coloured by class', fontsize=11)
     ax.legend(fontsize=8, loc='center left', bbox_to_anchor=(1.0, 0.5), markerscale=1.5)
-  for ax in axes.flat:
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.suptitle(f't-SNE of {n} features (dim {features.shape[1]})', fontsize=12)
-  fig.tight_layout()
-  return _finish(fig, out_png)
+  return _finish_pictures(fig, axes, f't-SNE of {n} features (dim {features.shape[1]})', 12,
+                          out_png)
 
 
 def nearest_neighbours(query_features, gallery_features, k: int, gallery_video_ids=None,
@@ -217,18 +226,13 @@ def neighbour_grid(query_images, gallery_images, query_features, gallery_feature
       if indices[q, j] >= 0:  # Fewer candidates than k leave the tail of the row blank.
         ax.imshow(gallery_images[indices[q, j]])
         ax.set_title(f'cos {sims[q, j]:.3f}', fontsize=8)
-  for ax in axes.flat:
-    ax.set_xticks([])
-    ax.set_yticks([])
   for side in ('top', 'bottom', 'left', 'right'):  # A frame sets the query column apart.
     for ax in axes[:, 0]:
       ax.spines[side].set(color='tab:red', linewidth=2)
   rule = ', at most one per video' if gallery_video_ids is not None and one_per_video else ''
   if gallery_video_ids is not None and query_video_ids is not None:
     rule += ", none from the query's video"
-  fig.suptitle(f'{k} cosine nearest neighbours{rule}', fontsize=11)
-  fig.tight_layout()
-  return _finish(fig, out_png)
+  return _finish_pictures(fig, axes, f'{k} cosine nearest neighbours{rule}', 11, out_png)
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,11 +249,34 @@ def attention_figure(images, saliency_maps, out_png: str) -> np.ndarray:
   for i in range(n):
     axes[0, i].imshow(images[i])
     axes[1, i].imshow(overlays[i])
-  for ax in axes.flat:
-    ax.set_xticks([])
-    ax.set_yticks([])
   axes[0, 0].set_ylabel('image', fontsize=10)
   axes[1, 0].set_ylabel('attention', fontsize=10)
-  fig.suptitle('VITO attention pooling\n(the overlay dims what it ignores)', fontsize=10)
-  fig.tight_layout()
-  return _finish(fig, out_png)
+  return _finish_pictures(fig, axes, 'VITO attention pooling\n(the overlay dims what it ignores)',
+                          10, out_png)
+
+
+# ---------------------------------------------------------------------------------------
+# Object discovery.
+
+
+def segmentation_figure(images, masks, segments, out_png: str, overlaps=None,
+                        title: str = 'k-means of the feature map') -> np.ndarray:
+  """A row per image: the image | its true object masks [m, H, W] (one colour per object,
+  background black) | its k-means segments [H, W] (one colour per cluster), as the Odin
+  talk's figure; `overlaps` (one list of best IoUs per image) titles the segments."""
+  n = len(images)
+  fig, axes = plt.subplots(n, 3, figsize=(5.4, 1.8 * n + 0.5), squeeze=False)
+  palette = plt.get_cmap('tab10')(np.arange(10))[:, :3]
+  for i in range(n):
+    truth = np.zeros(images[i].shape, np.float64)     # Black background.
+    for j, mask in enumerate(masks[i]):
+      truth[mask] = palette[j % 10]
+    axes[i, 0].imshow(images[i])
+    axes[i, 1].imshow(truth, interpolation='nearest')
+    axes[i, 2].imshow(palette[np.asarray(segments[i]) % 10], interpolation='nearest')
+    if overlaps is not None and len(overlaps[i]):
+      best = ' '.join(f'{v:.2f}' for v in overlaps[i])
+      axes[i, 2].set_title(f'best IoU {best}', fontsize=7)
+  for ax, column in zip(axes[0], ('image', 'true masks', 'k-means clusters')):
+    ax.set_title(column + (f'\n{ax.get_title()}' if ax.get_title() else ''), fontsize=9)
+  return _finish_pictures(fig, axes, f'Object discovery: {title}', 10, out_png)

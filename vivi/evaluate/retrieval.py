@@ -56,23 +56,27 @@ def recall_at_1(features: np.ndarray, video_ids: np.ndarray) -> float:
   return frame_to_video_recall(features, video_ids, ks=(1,))['recall@1']
 
 
-def held_out_frames(num_videos: int, frames_per_video: int, *, image_size: int, seed: int
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def held_out_frames(num_videos: int, frames_per_video: int, *, image_size: int, seed: int,
+                    return_truth: bool = False):
   """Frames uint8 [N * F, S, S, 3] spread evenly over held-out synthetic videos (so across
   their shots: a new camera, lighting and cast subset each), their video index and label
-  (`robustness.frame_label`: the class covering most of the frame, -1 if none).
+  (`robustness.frame_label`: the class covering most of the frame, -1 if none); with
+  `return_truth` also each frame's truth (`synthetic.render_video_with_truth`: boxes,
+  classes, instance masks, ...).
 
   Spread over shots, finding a frame's own video takes what the video-level objectives
   learn; frames of one shot would be found by near-duplicate matching alone.
   """
   from vivi.evaluate import robustness
   from vivi.input import synthetic
-  frames, videos, labels = [], [], []
+  frames, videos, labels, truths = [], [], [], []
   for i in range(num_videos):
     video, truth = synthetic.render_video_with_truth(
         i, seed=seed + robustness.HELD_OUT_SEED_OFFSET, image_size=image_size)
     picks = np.linspace(0, len(video.frames) - 1, frames_per_video).round().astype(int)
     frames += [synthetic.decode_jpeg(video.frames[f]) for f in picks]
     labels += [robustness.frame_label(truth[f]) for f in picks]
+    truths += [truth[f] for f in picks]
     videos += [i] * len(picks)
-  return np.stack(frames), np.asarray(videos), np.asarray(labels)
+  out = np.stack(frames), np.asarray(videos), np.asarray(labels)
+  return out + (truths,) if return_truth else out

@@ -74,12 +74,12 @@ def pm_k(predictions: Sequence[np.ndarray], labels: Sequence[np.ndarray], k: int
 def frame_label(truth: dict) -> int:
   """The class of the object covering the most pixels of a frame, or -1 if none is seen.
 
-  The truth gives each visible object's box and the frame's total `coverage` map, not a
-  per-object mask, so each covered pixel is credited to the front-most object whose box
-  holds it (truth lists objects front to back) and an object's area is the coverage so
-  credited. Unlike raw box area this does not favour sparse shapes (a ring's or a star's
-  box is mostly background); its only error is a deeper object's pixels inside a box
-  corner. Ties go to the front-most object.
+  Each covered pixel is credited to the front-most object whose box holds it (truth lists
+  objects front to back) and an object's area is the coverage so credited (the rule from
+  before the truth had instance masks, kept so that labels and results stay comparable).
+  Unlike raw box area this does not favour sparse shapes (a ring's or a star's box is
+  mostly background); its only error is a deeper object's pixels inside a box corner. Ties
+  go to the front-most object.
   """
   coverage = truth['coverage']
   size = coverage.shape[0]

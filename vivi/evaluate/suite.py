@@ -34,6 +34,7 @@ from absl import logging
 from vivi import checkpoint, errors
 from vivi.evaluate import (
   baselines,
+  discovery,
   knn,
   linear_probe,
   object_nn,
@@ -236,6 +237,42 @@ def object_nn_eval(ctx: Context, cfg) -> Result:
   return {'same_class_fraction': nn_eval(ctx.encoder.variables)}, {}
 
 
+def object_discovery_eval(ctx: Context, cfg) -> Result:
+  """Odin's object discovery (discovery.py): k-means segments of a feature map of held-out
+  frames against their true object masks; ABO and object recovery over the objects, and
+  with an output folder a picture of a few frames (image | true masks | clusters)."""
+  s = {**discovery.DEFAULTS, **cfg}
+  if not s['num_videos'] or isinstance(ctx.encoder, baselines.ColourHistogram):
+    return {}, {}   # Off (num_videos=0); a histogram has no feature map.
+  seed = ctx.config.seed + (0 if ctx.split == 'test' else 1)  # Validation: other videos.
+  key = ('held_out_truth', s['num_videos'], s['frames_per_video'], seed)
+  if key not in ctx._data:
+    ctx.log(f'rendering {s["num_videos"]} held-out videos with object masks')
+    ctx._data[key] = retrieval.held_out_frames(
+        s['num_videos'], s['frames_per_video'], image_size=ctx.config.image_size, seed=seed,
+        return_truth=True)
+  frames, _, _, truth = ctx._data[key]
+  kw = {k: s[k] for k in ('feature', 'upsample', 'num_clusters', 'num_iterations')}
+  fn_key = ('object_discovery', ctx.encoder.module, *kw.values())
+  if fn_key not in ctx._fns:
+    ctx._fns[fn_key] = discovery.segmenter(ctx.encoder.module, ctx.mesh, **kw)
+  cells = linear_probe.extract_features(ctx._fns[fn_key], ctx.encoder.variables, frames,
+                                        ctx.mesh)
+  segments = discovery.upsample_nearest(cells, frames.shape[1])
+  masks = [t['masks'] for t in truth]
+  metrics, num_objects = discovery.scores(segments, masks)
+  # Binomial errors over objects: for ABO (a mean of IoUs in [0, 1]) an upper bound, and
+  # rough for both, as the objects of one frame share its segmentation.
+  for k in metrics:
+    ctx.count(k, num_objects)
+  ctx.log(f'{num_objects} objects: ABO {metrics["abo"]:.3f}, object recovery '
+          f'{metrics["object_recovery"]:.3f}')
+  if not ctx.out_dir:   # The training probes: no picture.
+    return metrics, {}
+  return metrics, {'segments': discovery.picture(
+      frames, masks, segments, s, os.path.join(ctx.out_dir, 'object_discovery.png'))}
+
+
 def _held_out_frames(ctx: Context, cfg):
   """(frames, video index, class) spread over held-out videos, rendered once."""
   key = ('held_out', cfg.num_videos, cfg.frames_per_video)
@@ -289,6 +326,7 @@ def _attention(ctx: Context, images: np.ndarray, out_png: str) -> np.ndarray | N
 EVALUATORS: dict[str, Callable[[Context, Any], Result]] = {
     'linear_probe': linear_probe_eval, 'knn': knn_eval, 'vtab': vtab_eval, 'pm_k': pm_k_eval,
     'object_nn': object_nn_eval, 'retrieval': retrieval_eval, 'pictures': pictures_eval,
+    'object_discovery': object_discovery_eval,
 }
 
 
@@ -302,6 +340,11 @@ def check(config: ml_collections.ConfigDict, key: str = '') -> None:
                              f'valid: {sorted(EVALUATORS)}')
   if config.get('split', 'test') not in SPLITS:
     raise errors.ConfigError(f'{where}split={config.split!r}; valid: {SPLITS}')
+  if 'object_discovery' in config.evaluators:
+    try:
+      discovery.check(config.evaluators.object_discovery)
+    except ValueError as e:
+      raise errors.ConfigError(f'{where}evaluators.object_discovery: {e}') from None
   for name, cfg in config.evaluators.items():
     for d in cfg.get('datasets', ()):
       try:

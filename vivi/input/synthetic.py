@@ -66,6 +66,8 @@ JPEG_QUALITY = 90
 CLASS_NAMES = ('disc', 'ring', 'crescent', 'square', 'diamond', 'triangle', 'hexagon',
                'star', 'cross', 'arrow')
 NUM_CLASSES = len(CLASS_NAMES)
+# The most instances a video casts (2 to this many), so the most objects a frame shows.
+MAX_CAST = 4
 
 # ---------------------------------------------------------------------------------------
 # Shapes: signed distance (negative inside) in a local frame where the shape fits in the
@@ -248,6 +250,11 @@ class View:
   """What is visible of one sprite in a rendered image."""
   visible: float     # visible fraction of the whole shape's area, in [0, 1]
   box: tuple | None  # (ymin, xmin, ymax, xmax) of pixels more than half covered, in [0, 1]
+  # bool [H, W]: the pixels more than half covered by the sprite's visible part, the ones
+  # `box` spans (the instance masks of object discovery); None when `box` is. Masks of two
+  # sprites never overlap: visible alphas sum to at most 1 per pixel (front to back, each
+  # sprite gets alpha times what the ones in front left).
+  mask: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def composite(background: np.ndarray, sprites: list[Sprite]
@@ -283,12 +290,14 @@ def composite(background: np.ndarray, sprites: list[Sprite]
     image[y0:y1, x0:x1] += vis[..., None] * colour
     t *= 1.0 - alpha  # A view into `trans`: later (deeper) sprites see less.
     rows, cols = np.nonzero(vis.max(axis=1) > 0.5)[0], np.nonzero(vis.max(axis=0) > 0.5)[0]
-    box = None
+    box, mask = None, None
     if len(rows):
       box = ((y0 + rows[0]) / size, (x0 + cols[0]) / size,
              (y0 + rows[-1] + 1) / size, (x0 + cols[-1] + 1) / size)
+      mask = np.zeros(trans.shape, bool)
+      mask[y0:y1, x0:x1] = vis > 0.5   # The rule of the box, so its extent is the box.
     visible = min(float(vis.sum()) / (_AREA[a.cls] * r * r), 1.0)
-    views.append(View(visible, box))
+    views.append(View(visible, box, mask))
   image += trans[..., None] * background
   return image, views, 1.0 - trans
 
@@ -425,7 +434,7 @@ def _plan_video(rng: np.random.Generator) -> tuple[Background, list[Appearance],
   """Draws everything about a video that does not depend on the frame rate."""
   background = sample_background(rng)
   theme = rng.choice(NUM_CLASSES, int(rng.integers(2, 4)), replace=False)
-  n_cast = int(rng.integers(max(2, len(theme)), 5))
+  n_cast = int(rng.integers(max(2, len(theme)), MAX_CAST + 1))
   classes = np.concatenate([theme, rng.choice(theme, n_cast - len(theme))])
   cast = [sample_appearance(rng, c) for c in classes]
   sizes = rng.uniform(0.09, 0.2, n_cast)
@@ -451,8 +460,10 @@ def render_video_with_truth(index: int, *, seed: int, image_size: int, fps: floa
   """`render_video` plus per-frame ground truth (for tests and diagnostics).
 
   The truth of a frame: 'boxes' [m, 4] visible extents and 'classes' [m] of every object
-  with any pixel more than half covered, their 'visible' fractions, and 'coverage'
-  [H, W], the fraction of each pixel covered by objects.
+  with any pixel more than half covered (front to back), their 'visible' fractions, their
+  instance 'masks' bool [m, H, W] (the pixels more than half covered by each object's
+  visible part: `View.mask`, disjoint), and 'coverage' [H, W], the fraction of each pixel
+  covered by objects.
   """
   if not fps > 0:
     raise ValueError(f'fps must be positive, got {fps}')
@@ -477,6 +488,8 @@ def render_video_with_truth(index: int, *, seed: int, image_size: int, fps: floa
       truth.append({'boxes': np.array([views[i].box for i in seen]).reshape(-1, 4),
                     'classes': np.array([classes[i] for i in seen], np.int64),
                     'visible': np.array([views[i].visible for i in seen]),
+                    'masks': np.array([views[i].mask for i in seen], bool).reshape(
+                        -1, image_size, image_size),
                     'coverage': coverage})
   video = records.Video(
       video_id=f'synthetic-{seed}-{index:07d}', fps=float(fps), frames=frames,
