@@ -34,6 +34,9 @@ Variants:
              About 1.5 min on 2 CPU cores. With --random_init (the encoder `model` at
              initialisation, VTAB's from-scratch baseline) it checks the machinery and
              measures nothing: accuracies stay at chance (measured: 10.6% test).
+  discovery  the training probe's object discovery alone (configs/common.py OBJECT_DISCOVERY,
+             probe seed 1), with its picture: for runs made before the probe had it
+             (docs/results.md, Odin's rows).
 Results: <workdir>/eval/step_<N>/{results.md, <evaluator>.json, *.png} and TensorBoard
 (or under --output).
 """
@@ -82,7 +85,9 @@ def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
     c.evaluators = dict(vtab=dict(tasks=('synthetic/class',), step_scale=0.01, num_runs=1,
                                   batch_size=32, augment='', recalibrate_batch_stats=True,
                                   num_test=500))
+  elif variant == 'discovery':
+    c.evaluators = dict(object_discovery=dict(common.OBJECT_DISCOVERY))
   else:
-    raise ValueError(f"unknown variant {variant!r}: 'synthetic', 'quick', 'vtab' or "
-                     "'vtab_tiny'")
+    raise ValueError(f"unknown variant {variant!r}: 'synthetic', 'quick', 'vtab', "
+                     "'vtab_tiny' or 'discovery'")
   return c
