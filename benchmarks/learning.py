@@ -100,7 +100,54 @@ CLAIMS = (
     ('discovered masks beat FH masks (Odin beats DetCon)', 'Odin (slides; Hénaff et al. 2022)',
      'odin', 'detcon', 'class'),
     ('Odin beats MoCLR', 'Odin (slides; Hénaff et al. 2022)', 'odin', 'moclr', 'class'),
+    ('Odin discovers objects better than DetCon', 'Odin (slides: ABO 41.5 vs 34.1 on COCO)',
+     'odin', 'detcon', 'object_discovery'),
+    ('Odin discovers objects better than MoCLR', 'Odin (slides)', 'odin', 'moclr',
+     'object_discovery'),
 )
+
+
+# Runs finished before the probe's metrics were named '<evaluator>/<dataset>/...' (the
+# evaluation suite's names, 2026-12-03) wrote the linear probes as '<task>' and the object
+# nearest neighbours as 'object_nn': the same numbers under their old names.
+OLD_NAMES = {**{t: COLUMNS[t] for t in common.PROBE_TASKS}, 'object_nn': COLUMNS['object_nn']}
+
+
+def current_names(results: dict) -> dict:
+  parts = [results[p] for p in ('trained', 'init', 'counts')]
+  parts += list(results.get('reference', {}).values())
+  for part in parts:
+    for old, new in OLD_NAMES.items():
+      if old in part:
+        part[new] = part.pop(old)
+  return results
+
+
+def backfill_discovery(results: dict, workdir: str, args) -> dict:
+  """Runs trained before the probe measured object discovery: the probe's evaluator alone on
+  the run's final checkpoint (configs/evaluate.py:discovery, the same settings and held-out
+  frames), saved under <workdir>/discovery; the row's 'init' stays without it."""
+  if COLUMNS['object_discovery'] in results['trained'] or not os.path.isdir(
+      os.path.join(workdir, 'checkpoints')):
+    return results
+  out = os.path.join(workdir, 'discovery')
+  found = [os.path.join(out, d, 'object_discovery.json') for d in sorted(os.listdir(out))
+           if d.startswith('step_')] if os.path.isdir(out) else []
+  if not found:
+    print(f'  object discovery of {workdir} (trained before the probe had it)', flush=True)
+    with open(os.path.join(workdir, 'discovery.log'), 'w') as log:
+      subprocess.run([sys.executable, os.path.join(ROOT, 'evaluate.py'),
+                      f'--config={os.path.join(ROOT, "configs", "evaluate.py")}:discovery',
+                      f'--config.seed={args.probe_seed}', f'--workdir={workdir}',
+                      f'--output={out}'], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                     check=True)
+    return backfill_discovery(results, workdir, args)
+  with open(found[-1]) as f:
+    evaluated = json.load(f)
+  for metric, value in evaluated['metrics'].items():
+    results['trained'][f'object_discovery/{metric}'] = value
+    results['counts'][f'object_discovery/{metric}'] = evaluated['counts'][metric]
+  return results
 
 
 def run(key: str, config: str, variant: str, workdir: str, args, overrides=()) -> dict:
@@ -108,7 +155,7 @@ def run(key: str, config: str, variant: str, workdir: str, args, overrides=()) -
   results = os.path.join(workdir, 'probe_results.json')
   if os.path.exists(results):
     with open(results) as f:
-      return json.load(f)
+      return backfill_discovery(current_names(json.load(f)), workdir, args)
   command = [sys.executable, os.path.join(ROOT, 'main.py'),
              f'--config={os.path.join(ROOT, "configs", config)}.py:{variant}',
              f'--workdir={workdir}', f'--config.data.synthetic.seed={args.world_seed}',
@@ -158,7 +205,9 @@ def cell(value, se) -> str:
 
 
 def results_table(rows: dict[str, dict]) -> str:
-  first = next(iter(rows.values()))
+  # Every row starts from the same encoder (config.seed) probed on the same images: the
+  # init row is that of the row that measured the most columns (older runs lack some).
+  first = max(rows.values(), key=lambda r: len(r['init']))
   counts = first['counts']
   lines = ['| row | ' + ' | '.join(COLUMNS) + ' | wall time |',
            '| --- |' + ' --- |' * (len(COLUMNS) + 1)]
@@ -171,14 +220,14 @@ def results_table(rows: dict[str, dict]) -> str:
            and tables.standard_error(hist[k], counts.get(k, 1))) for k in COLUMNS.values()) +
       ' | – |')
   for key, r in rows.items():
-    init = r['init']
+    init, init_se = first['init'], first['init_se']
     cells = []
     for k in COLUMNS.values():
       v = r['trained'].get(k)
       if v is None:
         cells.append('–')
         continue
-      se = math.hypot(r['trained_se'][k], r['init_se'][k])
+      se = math.hypot(r['trained_se'][k], init_se[k])
       mark = ' *' if v - init[k] > 3 * se else ''
       cells.append(cell(v, r['trained_se'][k]) + mark)
     lines.append(f'| {RUNS[key][0].strip()} | ' + ' | '.join(cells) +

@@ -429,8 +429,8 @@ def run(encoder: checkpoint.Encoder, config: ml_collections.ConfigDict, mesh,
       continue
     results[name] = metrics
     with open(os.path.join(out_dir, f'{name}.json'), 'w') as f:
-      json.dump({'metrics': metrics, 'seconds': seconds[name], 'config': cfg.to_dict(),
-                 'encoder': encoder.info}, f, indent=1, default=float)
+      json.dump({'metrics': metrics, 'counts': dict(ctx.counts), 'seconds': seconds[name],
+                 'config': cfg.to_dict(), 'encoder': encoder.info}, f, indent=1, default=float)
     writer.write_scalars(step, {f'{name}/{k}': v for k, v in metrics.items()})
     images = {k: v for k, v in images.items() if v is not None}
     if images:
