@@ -24,6 +24,8 @@ Smoke run on the synthetic world (its simulated detector annotates 10 shape clas
 
   The tiny VIVI run of configs/vivi.py plus the object level. Prints the probe table and
   the object nearest-neighbour fraction (Table 2) at initialisation and at the end.
+  Expected (docs/results.md, section 3; about 6 min on 2 idle cores): object NN 0.368 and
+  0.375 on world seeds 0 and 1 (random encoder 0.294); `class` 0.159 and 0.140 (0.128).
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 1 ablation:
   random_boxes      "Boxes at random coordinates"
