@@ -27,9 +27,9 @@ def test_discovered_segments_map_each_view_pixel_to_its_discovery_cell():
 
 
 def _features(rng, v=3, s=8, grid=4, c=16):
-  two_groups = rng.normal(size=(v, grid, grid, c)).astype(np.float32)
+  discovery = rng.normal(size=(v, grid, grid, c)).astype(np.float32)
   return {'block4': jnp.asarray(rng.normal(size=(v, 2, grid, grid, c)), jnp.float32),
-          'discovery': {'block4': jnp.asarray(two_groups)}}, s
+          'discovery': {'block4': jnp.asarray(discovery)}}, s
 
 
 def test_target_head_discovers_segments_and_the_online_head_pools_under_them():
