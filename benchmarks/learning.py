@@ -67,7 +67,7 @@ RUNS = {
     'supervised': ('supervised (labels of class)', 'supervised', 'tiny'),
 }
 # The methods whose learning rate the sweep sets (their ablations inherit it).
-SWEPT = ('vivi', 'vivi_obj', 'vince', 'vito', 'detcon', 'supervised')
+SWEPT = ('vivi', 'vivi_obj', 'vince', 'vito', 'detcon', 'odin', 'moclr', 'supervised')
 MULTIPLIERS = common.TINY_LR_MULTIPLIERS
 # Column: the probe metric it shows (configs/common.py: config.probe).
 COLUMNS = {**{t: f'linear_probe/synthetic/{t}/pre_logits' for t in common.PROBE_TASKS},

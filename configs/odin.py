@@ -18,6 +18,11 @@ Paper run (ImageNet in the paper; here one frame per video of the user's records
   K = 8 clusters of the block-4 map (7 x 7 at 224 px), cosine k-means from a deterministic
   farthest-point seeding, 10 Lloyd iterations; the discovery view a crop of 50-100% of the
   frame at the training views' resolution. Check them against the paper before a paper run.
+  What could be confirmed (searched again 2026-12-03; the stored paper copies still expose
+  only the abstract and introduction): summaries of the paper describe the discovery view
+  as a crop covering most of the image and not otherwise augmented, its feature map
+  clustered into segments that are then cropped and flipped with each augmented view, and
+  the discovery network as a slowly updated copy of the representation network, as here.
 
 Smoke run on the synthetic world:
 
