@@ -268,8 +268,9 @@ def sweep(args) -> str:
       accuracy[m] = r['trained'][COLUMNS['class']]
     n = r['counts'][COLUMNS['class']]
     best = max(accuracy, key=accuracy.get)
-    lines.append(f'| {key} | ' + ' | '.join(cell(accuracy[m], n) for m in MULTIPLIERS) +
-                 f' | ×{best} |')
+    lines.append(f'| {key} | ' + ' | '.join(
+        cell(accuracy[m], tables.standard_error(accuracy[m], n)) for m in MULTIPLIERS) +
+        f' | ×{best} |')
     print('\n'.join(lines[-1:]), flush=True)
   return '\n'.join(lines)
 
