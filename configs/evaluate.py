@@ -37,6 +37,9 @@ Variants:
   discovery  the training probe's object discovery alone (configs/common.py OBJECT_DISCOVERY,
              probe seed 1), with its picture: for runs made before the probe had it
              (docs/results.md, Odin's rows).
+  retrieval  frame-to-video retrieval alone (the suite's settings): how much of a frame's
+             video (its background, camera path, cast colours) the encoder keeps, e.g. to
+             see what an image-level objective learned (docs/results.md, MoCLR's rows).
 Results: <workdir>/eval/step_<N>/{results.md, <evaluator>.json, *.png} and TensorBoard
 (or under --output).
 """
@@ -87,7 +90,9 @@ def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
                                   num_test=500))
   elif variant == 'discovery':
     c.evaluators = dict(object_discovery=dict(common.OBJECT_DISCOVERY))
+  elif variant == 'retrieval':
+    c.evaluators = dict(retrieval=dict(ks=(1, 5), **held_out))
   else:
     raise ValueError(f"unknown variant {variant!r}: 'synthetic', 'quick', 'vtab', "
-                     "'vtab_tiny' or 'discovery'")
+                     "'vtab_tiny', 'discovery' or 'retrieval'")
   return c

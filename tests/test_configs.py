@@ -170,3 +170,17 @@ def test_tiny_runs_share_budget_optimiser_and_learning_rate_rule(name):
       warmup_steps=common.TINY_WARMUP_STEPS)
   # The paper-size config keeps the paper's optimiser.
   assert _config(name).optimizer.name in ('sgd', 'lars')
+
+
+@pytest.mark.parametrize('variant', ['synthetic', 'quick', 'vtab', 'vtab_tiny', 'discovery',
+                                     'retrieval'])
+def test_every_evaluation_suite_passes_the_suites_own_check(variant):
+  from vivi.evaluate import suite
+  config = _config('evaluate', variant)
+  suite.check(config)
+  assert config.evaluators
+
+
+def test_an_unknown_evaluation_suite_lists_the_valid_ones():
+  with pytest.raises(ValueError, match="'discovery' or 'retrieval'"):
+    _config('evaluate', 'huge')
