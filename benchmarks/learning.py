@@ -189,7 +189,7 @@ def over_seeds(runs: list[dict]) -> dict:
          'seeds': len(runs)}
   for part in ('trained', 'init'):
     out[part], out[part + '_se'] = {}, {}
-    for k in runs[0][part]:
+    for k in [k for k in runs[0][part] if all(k in r[part] for r in runs)]:
       values = [r[part][k] for r in runs]
       mean = sum(values) / len(values)
       se = tables.standard_error(mean, out['counts'].get(k, 1))
@@ -227,8 +227,9 @@ def results_table(rows: dict[str, dict]) -> str:
       if v is None:
         cells.append('–')
         continue
-      se = math.hypot(r['trained_se'][k], init_se[k])
-      mark = ' *' if v - init[k] > 3 * se else ''
+      # An init without this column (a run older than its probe, backfilled): no mark.
+      se = math.hypot(r['trained_se'][k], init_se.get(k, math.inf))
+      mark = ' *' if v - init.get(k, math.inf) > 3 * se else ''
       cells.append(cell(v, r['trained_se'][k]) + mark)
     lines.append(f'| {RUNS[key][0].strip()} | ' + ' | '.join(cells) +
                  f' | {r.get("wall_seconds", float("nan")) / 60:.1f} min |')
