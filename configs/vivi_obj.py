@@ -24,8 +24,10 @@ Smoke run on the synthetic world (its simulated detector annotates 10 shape clas
 
   The tiny VIVI run of configs/vivi.py plus the object level. Prints the probe table and
   the object nearest-neighbour fraction (Table 2) at initialisation and at the end.
-  Expected (docs/results.md, section 3; about 6 min on 2 idle cores): object NN 0.368 and
-  0.375 on world seeds 0 and 1 (random encoder 0.294); `class` 0.159 and 0.140 (0.128).
+  Expected (docs/results.md, section 3, "Three training seeds"; about 8-10 min on 2 cores,
+  probes included): object NN 0.378 and 0.370 on world seeds 0 and 1 (random encoder
+  0.278), means over training seeds 0, 1, 2; `class` 0.188 and 0.151 (0.120), i.e. +0.054
+  to +0.089 per seed on world seed 0 and +0.012 to +0.060 on world seed 1.
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 1 ablation:
   random_boxes      "Boxes at random coordinates"
