@@ -35,8 +35,9 @@ Smoke run on the synthetic world:
   (`python benchmarks/learning.py --sweep --runs=odin`: 0.112, 0.162, 0.184 at x0.25, 1, 4).
   Expected (docs/results.md, section 5; about 6-10 min on 2 cores): `class` 0.190 and
   0.173 on world seeds 0 and 1 (random encoder 0.128), position 0.87; object discovery ABO
-  0.158 and 0.171 (random encoder 0.127). Over training seeds 0, 1, 2 on world seed 0:
-  `class` 0.190, 0.185, 0.187, each +0.053 to +0.086 over its own initialisation.
+  0.158 and 0.171 (random encoder 0.127). Over training seeds 0, 1, 2: `class` 0.190,
+  0.185, 0.187 on world seed 0 (+0.053 to +0.086 over each seed's initialisation) and
+  0.173, 0.162, 0.205 on world seed 1 (+0.030 to +0.104; mean +0.060).
 """
 
 import ml_collections
