@@ -37,6 +37,9 @@ Variants:
   discovery  the training probe's object discovery alone (configs/common.py OBJECT_DISCOVERY,
              probe seed 1), with its picture: for runs made before the probe had it
              (docs/results.md, Odin's rows).
+  probe      the training probe's linear probes alone (pooled block 4, the five synthetic
+             tasks): e.g. a finished run's checkpoint on the validation split
+             (--config.split=validation) to compare training settings without the test split.
   retrieval  frame-to-video retrieval alone (the suite's settings): how much of a frame's
              video (its background, camera path, cast colours) the encoder keeps, e.g. to
              see what an image-level objective learned (docs/results.md, MoCLR's rows).
@@ -60,8 +63,7 @@ def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
   c.split = 'test'       # 'validation': score on held-out training images (suite.py).
   # The encoder of `evaluate.py --random_init` (VTAB's from-scratch baseline): the tiny one.
   c.model = common.base('tiny').model
-  tasks = ('synthetic/class', 'synthetic/count', 'synthetic/position', 'synthetic/orientation',
-           'synthetic/size')
+  tasks = tuple(f'synthetic/{t}' for t in common.PROBE_TASKS)
   sequences = dict(num_videos=40, frames_per_video=12)   # pm-k: consecutive frames, 4 fps
   held_out = dict(num_videos=40, frames_per_video=8)     # retrieval, t-SNE: across shots
   if variant in ('synthetic', 'quick'):
@@ -90,9 +92,11 @@ def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
                                   num_test=500))
   elif variant == 'discovery':
     c.evaluators = dict(object_discovery=dict(common.OBJECT_DISCOVERY))
+  elif variant == 'probe':
+    c.evaluators = dict(linear_probe=dict(datasets=tasks, features=('pre_logits',)))
   elif variant == 'retrieval':
     c.evaluators = dict(retrieval=dict(ks=(1, 5), **held_out))
   else:
     raise ValueError(f"unknown variant {variant!r}: 'synthetic', 'quick', 'vtab', "
-                     "'vtab_tiny', 'discovery' or 'retrieval'")
+                     "'vtab_tiny', 'discovery', 'probe' or 'retrieval'")
   return c

@@ -63,14 +63,17 @@ def softmax_cross_entropy(logits, labels):
   return float(np.mean([-logp[i, labels[i]] for i in range(len(labels))]))
 
 
-def nearest_neighbour_agreement(emb, labels, valid):
-  """Seed 000 Table 2: share of valid rows whose nearest other valid row has their label."""
+def nearest_neighbour_agreement(emb, labels, valid, groups=None):
+  """Seed 000 Table 2: share of valid rows whose nearest other valid row (of another group,
+  when `groups` is given) has their label."""
   x = np.asarray(emb, np.float64)
+  groups = np.arange(len(x)) if groups is None else groups
   hits, count = 0, 0
   for a in range(len(x)):
     if not valid[a]:
       continue
-    others = [(np.sum((x[a] - x[b]) ** 2), b) for b in range(len(x)) if b != a and valid[b]]
+    others = [(np.sum((x[a] - x[b]) ** 2), b) for b in range(len(x))
+              if groups[b] != groups[a] and valid[b]]
     if others:
       count += 1
       hits += labels[min(others)[1]] == labels[a]

@@ -173,7 +173,7 @@ def test_tiny_runs_share_budget_optimiser_and_learning_rate_rule(name):
 
 
 @pytest.mark.parametrize('variant', ['synthetic', 'quick', 'vtab', 'vtab_tiny', 'discovery',
-                                     'retrieval'])
+                                     'probe', 'retrieval'])
 def test_every_evaluation_suite_passes_the_suites_own_check(variant):
   from vivi.evaluate import suite
   config = _config('evaluate', variant)
@@ -182,5 +182,5 @@ def test_every_evaluation_suite_passes_the_suites_own_check(variant):
 
 
 def test_an_unknown_evaluation_suite_lists_the_valid_ones():
-  with pytest.raises(ValueError, match="'discovery' or 'retrieval'"):
+  with pytest.raises(ValueError, match="'discovery', 'probe' or 'retrieval'"):
     _config('evaluate', 'huge')

@@ -263,7 +263,8 @@ def _print_probes(results: dict) -> None:
            f'{results["step"]}:',
            tables.format_table(columns, results['counts'], gain=('trained', 'at init')),
            '  (linear_probe: accuracy ± standard error; object_nn: share of held-out boxes whose '
-           'nearest neighbour has their class, Romijnders et al. Table 2; object_discovery: '
+           'nearest neighbour has their class, Romijnders et al. Table 2, _other_videos: the '
+           'neighbour from another video; object_discovery: '
            'mean best IoU (abo) of held-out objects with a k-means segment of block 4 and the '
            'share above 0.5 (object_recovery), Odin section 4; * marks a gain over '
            'the encoder at initialisation beyond three standard errors; the colour histogram '

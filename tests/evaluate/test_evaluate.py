@@ -168,6 +168,6 @@ def test_training_probes_and_evaluate_give_the_same_numbers(tmp_path):
   encoder = checkpoint.restore_encoder(workdir, mesh=mesh)
   results = suite.run(encoder, settings, mesh, str(tmp_path / 'eval'))
   evaluated = {f'{n}/{k}': v for n, metrics in results.items() for k, v in metrics.items()}
-  assert set(evaluated) == set(trained) and len(trained) == 5, (evaluated, trained)
+  assert set(evaluated) == set(trained) and len(trained) == 6, (evaluated, trained)
   for key, value in trained.items():
     assert evaluated[key] == pytest.approx(value, abs=1e-6), key

@@ -81,6 +81,19 @@ def test_nearest_neighbour_agreement_matches_reference():
   e, l, v = feats.reshape(-1, 16), labels.ravel(), valid.ravel()
   np.testing.assert_allclose(losses.nearest_neighbour_agreement(e, l, v),
                              references.nearest_neighbour_agreement(e, l, v), rtol=1e-6)
+  groups = np.arange(len(e)) // 5    # e.g. the video of each box
+  np.testing.assert_allclose(losses.nearest_neighbour_agreement(e, l, v, groups),
+                             references.nearest_neighbour_agreement(e, l, v, groups), rtol=1e-6)
+
+
+def test_nearest_neighbour_agreement_across_groups_ignores_a_groups_own_copies():
+  # Each group (a video) holds two copies of one box (an instance in two frames); groups lie
+  # on a line with alternating labels, so a box's nearest box of *another* group always has
+  # the other label: perfect agreement within groups, none across them.
+  e = np.repeat(np.arange(6.0)[:, None] * np.eye(4)[:1], 2, axis=0)
+  labels, groups = np.repeat(np.arange(6) % 2, 2), np.repeat(np.arange(6), 2)
+  assert float(losses.nearest_neighbour_agreement(e, labels)) == 1.0
+  assert float(losses.nearest_neighbour_agreement(e, labels, groups=groups)) == 0.0
 
 
 def test_object_classification_is_binary_cross_entropy_over_the_label_space():

@@ -233,8 +233,10 @@ def object_nn_eval(ctx: Context, cfg) -> Result:
         ctx.encoder.module, ctx.mesh, num_videos=cfg.num_videos,
         frames_per_video=cfg.frames_per_video, image_size=ctx.config.image_size, seed=seed)
   nn_eval = ctx._data[key]
-  ctx.count('same_class_fraction', int(nn_eval.data['valid'].sum()))
-  return {'same_class_fraction': nn_eval(ctx.encoder.variables)}, {}
+  metrics = nn_eval(ctx.encoder.variables)
+  for name in metrics:
+    ctx.count(name, int(nn_eval.data['valid'].sum()))
+  return metrics, {}
 
 
 def object_discovery_eval(ctx: Context, cfg) -> Result:

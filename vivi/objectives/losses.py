@@ -82,16 +82,21 @@ def semihard_triplet_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
 
 
 def nearest_neighbour_agreement(embeddings: jax.Array, labels: jax.Array,
-                                valid: jax.Array | None = None) -> jax.Array:
+                                valid: jax.Array | None = None,
+                                groups: jax.Array | None = None) -> jax.Array:
   """Fraction of valid rows whose nearest valid neighbour (not itself) has the same label.
 
-  The diagnostic of Romijnders et al. (Table 2) on box representations.
+  The diagnostic of Romijnders et al. (Table 2) on box representations. With `groups` [B]
+  (e.g. each box's video) a row's neighbours exclude its whole group, so that agreement
+  through the same instance seen in another frame of its video does not count.
   Rows without any valid neighbour do not count.
   """
   b = embeddings.shape[0]
   valid = jnp.ones((b,), bool) if valid is None else valid
+  excluded = (jnp.eye(b, dtype=bool) if groups is None
+              else groups[:, None] == groups[None, :])
   d = pairwise_sq_distances(embeddings)
-  d = jnp.where(valid[None, :] & ~jnp.eye(b, dtype=bool), d, jnp.inf)
+  d = jnp.where(valid[None, :] & ~excluded, d, jnp.inf)
   nearest = jnp.argmin(d, axis=1)
   counted = valid & jnp.isfinite(jnp.min(d, axis=1))
   agree = counted & (labels[nearest] == labels)
