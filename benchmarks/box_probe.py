@@ -22,6 +22,10 @@ neighbours only from *other* videos (`nn other videos`): a video's boxes are mos
 few instances, so a neighbour from the same video can agree on the class by the instance's
 colour alone.
 
+`--scale=2` upsamples the frames (bilinear) before anything is encoded: the same objects
+twice as many pixels across and block 4 an 8 x 8 grid, what a larger input image would give
+the same encoder.
+
 Probe: `linear_probe.probe_accuracy` (L2 chosen on a held-out fifth of the training boxes),
 trained on the boxes of the first half of the videos, scored on the other half (no video in
 both), ± the binomial standard error. Chance is the majority class's share (printed).
@@ -115,12 +119,20 @@ def main() -> None:
   parser.add_argument('--frames_per_video', type=int, default=8)
   parser.add_argument('--seed', type=int, default=1, help='held-out world (probe seed)')
   parser.add_argument('--init_seed', type=int, default=0)
+  parser.add_argument('--scale', type=float, default=1.0,
+                      help='upsample the frames by this factor before encoding')
   args = parser.parse_args()
 
   size = common.TINY_IMAGE_SIZE
   data = object_nn.held_out_boxes(args.num_videos, args.frames_per_video, image_size=size,
                                   seed=args.seed)
   labels = data['labels'][data['valid']]
+  if args.scale != 1:
+    from PIL import Image
+    side = round(size * args.scale)
+    data['frames'] = np.stack([np.asarray(Image.fromarray(f).resize((side, side),
+                                                                    Image.BILINEAR))
+                               for f in data['frames']])
   video = (np.nonzero(data['valid'])[0] // args.frames_per_video)
   train = video < args.num_videos // 2
   print(f'{len(labels)} boxes ({train.sum()} to fit, {(~train).sum()} to score) of '
