@@ -44,9 +44,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import common  # noqa: E402
 from vivi import checkpoint  # noqa: E402
-from vivi.evaluate import linear_probe, object_nn  # noqa: E402
+from vivi.evaluate import knn, linear_probe, object_nn  # noqa: E402
 from vivi.input import synthetic  # noqa: E402
 from vivi.models import box_features  # noqa: E402
+from vivi.objectives import losses  # noqa: E402
 
 REPRESENTATIONS = ('column4', 'column3', 'boxpool4', 'crop')
 
@@ -101,17 +102,6 @@ def representations(encoder: checkpoint.Encoder, data: dict) -> dict[str, np.nda
   return out
 
 
-def nn_same_class(x: np.ndarray, labels: np.ndarray, video: np.ndarray,
-                  other_videos: bool) -> float:
-  """Share of boxes whose nearest neighbour (cosine; itself, or with `other_videos` its own
-  video, excluded) has their label."""
-  x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
-  similarity = x @ x.T
-  excluded = (video[:, None] == video[None, :]) if other_videos else np.eye(len(x), dtype=bool)
-  similarity[excluded] = -np.inf
-  return float(np.mean(labels[similarity.argmax(1)] == labels))
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--runs', default='', help='comma-separated name=workdir')
@@ -133,7 +123,7 @@ def main() -> None:
     data['frames'] = np.stack([np.asarray(Image.fromarray(f).resize((side, side),
                                                                     Image.BILINEAR))
                                for f in data['frames']])
-  video = (np.nonzero(data['valid'])[0] // args.frames_per_video)
+  video = data['videos'][np.nonzero(data['valid'])[0]]   # The held-out video of each box.
   train = video < args.num_videos // 2
   print(f'{len(labels)} boxes ({train.sum()} to fit, {(~train).sum()} to score) of '
         f'{args.num_videos} held-out videos; majority class share '
@@ -154,7 +144,9 @@ def main() -> None:
       acc = linear_probe.probe_accuracy(x[train], labels[train], x[~train], labels[~train],
                                         synthetic.NUM_CLASSES)
       cells.append(f'{acc:.3f} ± {math.sqrt(acc * (1 - acc) / (~train).sum()):.3f}')
-    cells += [f'{nn_same_class(reps["column4"], labels, video, o):.3f}' for o in (False, True)]
+    columns = knn.l2_normalize(reps['column4'])   # As the object_nn probe measures it.
+    cells += [f'{float(losses.nearest_neighbour_agreement(columns, labels, groups=g)):.3f}'
+              for g in (None, video)]
     print(f'| {name} | ' + ' | '.join(cells) + ' |', flush=True)
 
 
