@@ -19,13 +19,32 @@ training process. Variants:
                     probe's prominent object (0.16-0.30, median 0.23), and twice the area of a
                     block-4 cell of the tiny encoder, whose box columns carry an object's
                     class only when it has the pixels (docs/results.md section 4)
+  three_hues        every instance's and background's hue rounded to one of three (red,
+                    green, blue; saturation, value, stripes and lighting unchanged): colour,
+                    which solves the pretext tasks (docs/results.md section 4, colour
+                    distortion off), then tells one video from another far less, for every
+                    method alike (the issue's "backgrounds whose colour identifies a video
+                    less", applied to the objects too)
+  no_hue            every instance and background grey (saturation 0; values, stripes,
+                    lighting tints and the backgrounds' per-channel waves unchanged): what
+                    the methods learn when colour can hardly tell anything apart
+  grey_objects      every instance grey (saturation 0, value and stripes unchanged), the
+                    backgrounds unchanged: no_hue's change on the objects alone
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
+import io
+import os
 
+import numpy as np
+from PIL import Image
+
+from vivi.evaluate import baselines
+from vivi.input import records
 from vivi.input import synthetic as world  # noqa: E402
 
 
@@ -56,18 +75,77 @@ def _big_objects() -> None:
   world._Motion = big  # pylint: disable=protected-access
 
 
+def _three_hues() -> None:
+  hsv = world._hsv  # pylint: disable=protected-access
+
+  def rounded(h: float, s: float, v: float):
+    return hsv(round(3 * (h % 1.0)) / 3, s, v)   # The same draws; only the hue rounded.
+  world._hsv = rounded  # pylint: disable=protected-access
+
+
+def _no_hue() -> None:
+  hsv = world._hsv  # pylint: disable=protected-access
+
+  def grey(h: float, s: float, v: float):
+    return hsv(h, 0.0 * s, v)   # The same draws; the saturation silenced.
+  world._hsv = grey  # pylint: disable=protected-access
+
+
+def _grey_objects() -> None:
+  sample = world.sample_appearance
+
+  def grey(rng, cls: int):
+    a = sample(rng, cls)   # The same draws, then each colour replaced by its grey value.
+    return dataclasses.replace(a, colour=np.full(3, a.colour.max()),
+                               stripe_colour=np.full(3, a.stripe_colour.max()))
+  world.sample_appearance = grey
+
+
 VARIANTS = {'flat_backgrounds': _flat_backgrounds, 'fast_objects': _fast_objects,
-            'big_objects': _big_objects}
+            'big_objects': _big_objects, 'three_hues': _three_hues,
+            'no_hue': _no_hue, 'grey_objects': _grey_objects}
+
+
+def colour_identifies_video(folder: str, num_videos: int = 200) -> tuple[float, float]:
+  """How far colour alone tells a video from the others: the middle frame of every shot of
+  the first `num_videos` videos, and for each the nearest other shot's frame by colour
+  histogram (`baselines.color_histogram`, L1 distance) over all shots but its own. Returns
+  (fraction whose neighbour is a shot of the same video, the chance of that)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  files = sorted(glob.glob(os.path.join(folder, '*.tfrecord')))
+  frames, video = [], []
+  for i, raw in enumerate(tf.data.TFRecordDataset(files).take(num_videos)):
+    v = records.from_serialized(raw.numpy())
+    for shot in np.unique(v.shot_ids):
+      t = np.flatnonzero(v.shot_ids == shot)
+      frames.append(np.array(Image.open(io.BytesIO(v.frames[t[len(t) // 2]])).convert('RGB')))
+      video.append(i)
+  h, video = baselines.color_histogram(np.stack(frames)), np.array(video)
+  distance = np.abs(h[:, None, :] - h[None, :, :]).sum(-1)
+  np.fill_diagonal(distance, np.inf)
+  same = video[:, None] == video[None, :]
+  hit = same[np.arange(len(h)), distance.argmin(1)]
+  chance = (same.sum(1) - 1) / (len(h) - 1)
+  return float(hit.mean()), float(chance.mean())
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--variant', required=True, choices=sorted(VARIANTS))
+  parser.add_argument('--variant', choices=sorted(VARIANTS))
+  parser.add_argument('--measure', action='store_true',
+                      help='print how far colour identifies a video in --folder, build nothing')
   parser.add_argument('--folder', required=True)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--num_videos', type=int, default=400)
   parser.add_argument('--image_size', type=int, default=64)
   args = parser.parse_args()
+  if args.measure:
+    hit, chance = colour_identifies_video(args.folder)
+    print(f'{args.folder}: the colour-histogram neighbour of a shot is a shot of the same '
+          f'video {hit:.3f} of the time (chance {chance:.3f})')
+    return
+  if not args.variant:
+    parser.error('--variant is required to build a world')
   VARIANTS[args.variant]()
   world.build_dataset(args.folder, num_videos=args.num_videos, image_size=args.image_size,
                       seed=args.seed, fps=1.0)
