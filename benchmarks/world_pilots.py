@@ -7,6 +7,7 @@ learned (docs/results.md, section 4) before any change to the shared world itsel
       --config.probe.evaluators.linear_probe.datasets='("synthetic/class",)' \
       --config.probe.evaluators.object_nn.num_videos=0 \
       --config.probe.evaluators.object_discovery.num_videos=0
+  python benchmarks/world_pilots.py --measure --folder=/tmp/pilot/flat   # colour vs video
 
 Each variant renders the same 400 videos as the tiny world of seed `--seed` (the same random
 draws, so the same casts, shots and trajectories) with one change; only the *training*
@@ -36,16 +37,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import io
-import os
 
 import numpy as np
 from PIL import Image
 
 from vivi.evaluate import baselines
-from vivi.input import records
 from vivi.input import synthetic as world  # noqa: E402
+from vivi.prep import inspect_dataset
 
 
 def _flat_backgrounds() -> None:
@@ -87,7 +86,7 @@ def _no_hue() -> None:
   hsv = world._hsv  # pylint: disable=protected-access
 
   def grey(h: float, s: float, v: float):
-    return hsv(h, 0.0 * s, v)   # The same draws; the saturation silenced.
+    return hsv(h, 0.0, v)   # The same draws; the saturation silenced.
   world._hsv = grey  # pylint: disable=protected-access
 
 
@@ -111,11 +110,8 @@ def colour_identifies_video(folder: str, num_videos: int = 200) -> tuple[float, 
   the first `num_videos` videos, and for each the nearest other shot's frame by colour
   histogram (`baselines.color_histogram`, L1 distance) over all shots but its own. Returns
   (fraction whose neighbour is a shot of the same video, the chance of that)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  files = sorted(glob.glob(os.path.join(folder, '*.tfrecord')))
   frames, video = [], []
-  for i, raw in enumerate(tf.data.TFRecordDataset(files).take(num_videos)):
-    v = records.from_serialized(raw.numpy())
+  for i, v in enumerate(inspect_dataset.read_videos(folder, num_videos)):
     for shot in np.unique(v.shot_ids):
       t = np.flatnonzero(v.shot_ids == shot)
       frames.append(np.array(Image.open(io.BytesIO(v.frames[t[len(t) // 2]])).convert('RGB')))
