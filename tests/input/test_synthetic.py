@@ -111,14 +111,20 @@ def test_detections_follow_the_objects():
   assert low > 0 and empty < frames and num_boxes > frames
 
 
-# sha256 (first 16 hex digits) of everything `render_video_with_truth` returned before the
-# truth carried masks (commit cb6d29c): (index, seed, image size) -> digest (`_digest`).
-WORLD_DIGESTS = {(0, 0, 32): 'ccaae596134675ae', (1, 0, 32): '8888656984aaae76',
-                 (2, 3, 32): 'ffd2dfcd27fd8d5b', (0, 1, 64): '7585b2d975bdc2aa'}
+# sha256 (first 16 hex digits) of everything `render_video_with_truth` returns but the frames
+# (shots, soft labels, boxes, labels, scores, truth arrays; the same since before the truth
+# carried masks, commit cb6d29c, through grey objects, version 3): (index, seed, image size)
+# -> digest (`_digest`); and of the frames alone in version 3.
+GEOMETRY_DIGESTS = {(0, 0, 32): '672f620d70fb3a24', (1, 0, 32): 'aad21e4baf4266c3',
+                    (2, 3, 32): 'e5a9d2e5bf88b211', (0, 1, 64): '2c166fb789dfadc9'}
+FRAME_DIGESTS = {(0, 0, 32): '6adf4bb2363be3a8', (1, 0, 32): '20ac0791d6bf452f',
+                 (2, 3, 32): '19648bb5582851de', (0, 1, 64): '88f856b8b1b0084e'}
 
 
-def _digest(video: records.Video, truth: list[dict]) -> str:
-  h = hashlib.sha256(b''.join(video.frames))
+def _digest(video: records.Video, truth: list[dict], frames: bool) -> str:
+  if frames:
+    return hashlib.sha256(b''.join(video.frames)).hexdigest()[:16]
+  h = hashlib.sha256()
   arrays = [video.shot_ids, video.soft_labels, *video.boxes, *video.labels, *video.scores]
   arrays += [t[key] for t in truth for key in ('boxes', 'classes', 'visible', 'coverage')]
   for a in arrays:
@@ -126,13 +132,25 @@ def _digest(video: records.Video, truth: list[dict]) -> str:
   return h.hexdigest()[:16]
 
 
-def test_the_world_is_what_it_was_before_the_truth_had_masks():
-  """The world is a shared instrument: the masks changed no frame, box, label, score, soft
-  label or truth array. (A mismatch on another platform that renders the same frames would
-  mean floating-point differences in the rendering, not a changed world.)"""
-  for (index, seed, size), expected in WORLD_DIGESTS.items():
+def test_the_world_is_what_it_was():
+  """The world is a shared instrument: neither the masks nor grey objects (version 3)
+  changed a shot, box, label, score, soft label or truth array, and the frames are version
+  3's. (A frame mismatch on another platform that renders the same geometry would mean
+  floating-point differences in the rendering, not a changed world.)"""
+  for (index, seed, size), expected in GEOMETRY_DIGESTS.items():
     video, truth = synthetic.render_video_with_truth(index, seed=seed, image_size=size)
-    assert _digest(video, truth) == expected, (index, seed, size)
+    assert _digest(video, truth, frames=False) == expected, (index, seed, size)
+    assert _digest(video, truth, frames=True) == FRAME_DIGESTS[index, seed, size]
+
+
+def test_objects_are_grey():
+  """Version 3: an instance's colour and stripes are grey levels (the shot's lighting tints
+  them, the same for everything in the shot), so colour cannot match an instance."""
+  rng = np.random.default_rng(0)
+  for cls in range(synthetic.NUM_CLASSES):
+    a = synthetic.sample_appearance(rng, cls)
+    assert np.ptp(a.colour) == 0 and np.ptp(a.stripe_colour) == 0, a
+    assert 0.2 < a.colour[0] <= 1.0 and 0.0 < a.stripe_colour[0] <= 1.0
 
 
 def test_masks_span_their_boxes_and_are_disjoint():

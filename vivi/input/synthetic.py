@@ -8,20 +8,20 @@ annotates objects imperfectly) and writes it in the same record format as real d
 The world
   Sprites. Ten classes defined only by SHAPE (`CLASS_NAMES`, which is also the label map).
     Each shape is a signed distance function on a unit-radius local frame, evaluated on the
-    pixel grid with a one-pixel anti-aliasing ramp. An instance has a random colour (any
-    hue) and a light stripe pattern of random frequency, direction and phase that turns
-    with it. Nothing about an instance's appearance depends on its class, so only the
-    shape identifies it.
-  Videos. A per-video background (smooth colour gradient plus a few low-frequency
-    sinusoids, defined on an infinite world plane) and a cast of 2-4 instances drawn from
-    2-3 classes (the video's theme; colours persist across shots). The video is cut into
-    3-7 shots of 4-14 seconds. Each shot has a new camera (position/zoom on the background
-    plane, slow pan), new lighting (contrast, brightness, colour tint) and shows a random
-    non-empty subset of the cast in a random depth order. Within a shot every object
-    moves (bouncing off the borders, so it can leave the frame partially), spins and
-    pulses in size; all motion is a closed-form function of time in seconds, so `fps`
-    only changes how densely the same world is sampled. Frames carry a little sensor
-    noise and are stored as JPEG (quality 90).
+    pixel grid with a one-pixel anti-aliasing ramp. An instance has a random grey level
+    and a lighter or darker stripe pattern of random frequency, direction and phase that
+    turns with it. Nothing about an instance's appearance depends on its class, so only
+    the shape identifies it.
+  Videos. A per-video background (smooth colour gradient plus a few low-frequency sinusoids,
+    defined on an infinite world plane) and a cast of 2-4 instances drawn from 2-3 classes
+    (the video's theme; an instance keeps its grey and stripes across shots). The video is
+    cut into 3-7 shots of 4-14 seconds. Each shot has a new camera (position/zoom on the
+    background plane, slow pan), new lighting (contrast, brightness, colour tint) and shows
+    a random non-empty subset of the cast in a random depth order. Within a shot every
+    object moves (bouncing off the borders, so it can leave the frame partially), spins and
+    pulses in size; all motion is a closed-form function of time in seconds, so `fps` only
+    changes how densely the same world is sampled. Frames carry a little sensor noise and
+    are stored as JPEG (quality 90).
   Detector. Boxes are the visible extent of each object (after occlusion and clipping)
     with jitter; the score grows with the visible fraction plus noise; labels are wrong
     with probability 0.1; objects are missed with probability 0.1, and always when less
@@ -60,7 +60,7 @@ from PIL import Image
 
 from vivi.input import records
 
-GENERATOR_VERSION = 2  # 2: frames carry a simulated classifier's soft labels.
+GENERATOR_VERSION = 3  # 2: frames carry a simulated classifier's soft labels; 3: grey objects.
 JPEG_QUALITY = 90
 
 CLASS_NAMES = ('disc', 'ring', 'crescent', 'square', 'diamond', 'triangle', 'hexagon',
@@ -157,7 +157,11 @@ class Appearance:
 
 
 def sample_appearance(rng: np.random.Generator, cls: int) -> Appearance:
-  colour = _hsv(rng.random(), rng.uniform(0.35, 1.0), rng.uniform(0.45, 1.0))
+  # Version 2 drew a hue and a saturation here; version 3 still draws them, so that every
+  # later draw (and with it every shot, box, label and trajectory) is version 2's, and
+  # keeps only the value: objects are grey (the module docstring says why).
+  rng.random(), rng.uniform(0.35, 1.0)
+  colour = np.full(3, rng.uniform(0.45, 1.0))
   if rng.random() < 0.5:
     shade = colour * rng.uniform(0.55, 0.85)
   else:
