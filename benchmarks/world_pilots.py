@@ -20,17 +20,15 @@ training process. Variants:
                     probe's prominent object (0.16-0.30, median 0.23), and twice the area of a
                     block-4 cell of the tiny encoder, whose box columns carry an object's
                     class only when it has the pixels (docs/results.md section 4)
-  three_hues        every instance's and background's hue rounded to one of three (red,
-                    green, blue; saturation, value, stripes and lighting unchanged): colour,
-                    which solves the pretext tasks (docs/results.md section 4, colour
-                    distortion off), then tells one video from another far less, for every
-                    method alike (the issue's "backgrounds whose colour identifies a video
-                    less", applied to the objects too)
-  no_hue            every instance and background grey (saturation 0; values, stripes,
-                    lighting tints and the backgrounds' per-channel waves unchanged): what
-                    the methods learn when colour can hardly tell anything apart
-  grey_objects      every instance grey (saturation 0, value and stripes unchanged), the
-                    backgrounds unchanged: no_hue's change on the objects alone
+  three_hues        every background's hue rounded to one of three (red, green, blue;
+                    saturation, value and lighting unchanged): the issue's "backgrounds whose
+                    colour identifies a video less"
+  no_hue            every background's gradient grey (saturation 0; values, lighting tints
+                    and the per-channel waves unchanged)
+Since version 3 of the world the objects are grey (vivi/input/synthetic.py): the pilots of
+docs/results.md section 4, "Object colour", ran on version 2, where three_hues and no_hue
+also rounded or greyed the objects' hues, and a grey_objects variant did what version 3
+does (commit 9f86982 has them).
 """
 
 from __future__ import annotations
@@ -90,19 +88,9 @@ def _no_hue() -> None:
   world._hsv = grey  # pylint: disable=protected-access
 
 
-def _grey_objects() -> None:
-  sample = world.sample_appearance
-
-  def grey(rng, cls: int):
-    a = sample(rng, cls)   # The same draws, then each colour replaced by its grey value.
-    return dataclasses.replace(a, colour=np.full(3, a.colour.max()),
-                               stripe_colour=np.full(3, a.stripe_colour.max()))
-  world.sample_appearance = grey
-
-
 VARIANTS = {'flat_backgrounds': _flat_backgrounds, 'fast_objects': _fast_objects,
             'big_objects': _big_objects, 'three_hues': _three_hues,
-            'no_hue': _no_hue, 'grey_objects': _grey_objects}
+            'no_hue': _no_hue}
 
 
 def colour_identifies_video(folder: str, num_videos: int = 200) -> tuple[float, float]:

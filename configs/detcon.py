@@ -26,9 +26,9 @@ Smoke run on the synthetic world:
   python main.py --config=configs/detcon.py:tiny --workdir=/tmp/detcon_tiny
 
   The tiny runs' encoder at 64 px: masks pool from the 4x4 block-4 grid, each cell
-  weighted by how much of it the mask covers. Expected (docs/results.md, section 5):
-  `class` 0.163 and 0.158 on world seeds 0 and 1 (random encoder 0.128), position 0.78
-  and 0.75 (0.352).
+  weighted by how much of it the mask covers. Expected (docs/results.md, section 0; world
+  version 3): `class` 0.211 and 0.170 on world seeds 0 and 1 (random encoder 0.148),
+  position 0.81 (0.398).
 """
 
 import ml_collections

@@ -41,7 +41,7 @@ Variants:
              tasks): e.g. a finished run's checkpoint on the validation split
              (--config.split=validation) to compare training settings without the test split.
   retrieval  frame-to-video retrieval alone (the suite's settings): how much of a frame's
-             video (its background, camera path, cast colours) the encoder keeps, e.g. to
+             video (its background, camera path, cast) the encoder keeps, e.g. to
              see what an image-level objective learned (docs/results.md, MoCLR's rows).
 Results: <workdir>/eval/step_<N>/{results.md, <evaluator>.json, *.png} and TensorBoard
 (or under --output).

@@ -33,11 +33,9 @@ Smoke run on the synthetic world:
   carry 1-4 objects over a background). The learning rate is DetCon's (x4): the same
   objective, optimiser and heads with other masks; Odin's own validation sweep chose x4 too
   (`python benchmarks/learning.py --sweep --runs=odin`: 0.112, 0.162, 0.184 at x0.25, 1, 4).
-  Expected (docs/results.md, section 5; about 6-10 min on 2 cores): `class` 0.190 and
-  0.173 on world seeds 0 and 1 (random encoder 0.128), position 0.87; object discovery ABO
-  0.158 and 0.171 (random encoder 0.127). Over training seeds 0, 1, 2: `class` 0.190,
-  0.185, 0.187 on world seed 0 (+0.053 to +0.086 over each seed's initialisation) and
-  0.173, 0.162, 0.205 on world seed 1 (+0.030 to +0.104; mean +0.060).
+  Expected (docs/results.md, section 0; world version 3; about 5 min on 2 idle cores):
+  `class` 0.217 and 0.226 on world seeds 0 and 1 (random encoder 0.148), position 0.90
+  (0.398). On version 2 (section 5): 0.190 and 0.173 (random encoder 0.128).
 """
 
 import ml_collections

@@ -24,14 +24,11 @@ Smoke run on the synthetic world (its simulated detector annotates 10 shape clas
 
   The tiny VIVI run of configs/vivi.py plus the object level. Prints the probe table and
   the object nearest-neighbour fraction (Table 2) at initialisation and at the end.
-  Expected (docs/results.md, section 3, "Three training seeds"; 8.0 min on an idle 2-core
-  machine from a fresh clone, world build and probes included): object NN 0.378, 0.370 and
-  0.368 on world seeds 0, 1 and 2 (random encoder 0.278), means over training seeds 0, 1,
-  2 — with the neighbour from another video (`object_nn/same_class_fraction_other_videos`)
-  about 0.11, chance: the gain is matching a video's instances (section 4); `class` +0.048
-  +- 0.008 over the nine runs (+0.012 to +0.089 per run; random encoder 0.120), the bar of
-  issue 14 (+0.05) on average, not per run (section 4, "Decision: the tiny configs stay at
-  64 px").
+  Expected (docs/results.md, section 0; world version 3; 4.3-4.9 min on an idle 2-core
+  machine, world build and probes included): `class` 0.427, 0.554, 0.528 on world seed 0
+  and 0.437, 0.417, 0.548 on world seed 1 for training seeds 0, 1, 2 (+0.330 +- 0.026 over
+  each seed's random encoder, 0.148-0.163); the object NN fraction with the neighbour from
+  another video (`object_nn/same_class_fraction_other_videos`) 0.21 (random encoder 0.10).
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 1 ablation:
   random_boxes      "Boxes at random coordinates"
