@@ -21,7 +21,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from vivi.input import records
+from vivi.input import frame_times, records
 
 
 def crossing_shares(folder: str, num_frames: int, gap_seconds: float, draws: int,
@@ -38,7 +38,7 @@ def crossing_shares(folder: str, num_frames: int, gap_seconds: float, draws: int
         continue
       for _ in range(draws):
         times = t[0] + rng.uniform() * max(slack, 0.0) + gap_seconds * np.arange(num_frames)
-        frames = np.abs(t[None, :] - times[:, None]).argmin(axis=1)   # nearest stored frame
+        frames = frame_times.nearest_frame(t, times).numpy()
         anchor, positive = frames[rng.integers(0, num_frames, 2)]
         crossing += shots[anchor] != shots[positive]
         same_frame += anchor == positive
