@@ -48,7 +48,7 @@ from configs import common, vivi
 ABLATIONS = ('random_boxes', 'random_labels', 'also_ce', 'ce_only', 'distill')
 
 
-TINY_LR_MULTIPLIER = 1   # The tiny learning rate: common.TINY_LEARNING_RATE times this.
+TINY_LR_MULTIPLIER = 1   # The validation sweep, world versions 2 and 3 (docs/results.md, 0, 2).
 
 
 def get_config(variant: str = ''):
