@@ -154,6 +154,12 @@ def backfill_discovery(results: dict, workdir: str, args) -> dict:
   return results
 
 
+def workdir(root: str, world_seed: int, key: str, seed: int) -> str:
+  """Where a row's run for one world seed and training seed lives (seed 0 keeps the row's
+  name, so single-seed tables and several-seed ones share it)."""
+  return os.path.join(root, f'seed{world_seed}', key if seed == 0 else f'{key}_init{seed}')
+
+
 def run(key: str, config: str, variant: str, workdir: str, args, overrides=()) -> dict:
   """Runs one tiny config as the README's main command; returns its probe results."""
   results = os.path.join(workdir, 'probe_results.json')
@@ -263,8 +269,8 @@ def sweep(args) -> str:
     _, config, variant = RUNS[key]
     accuracy = {}
     for m in MULTIPLIERS:
-      workdir = os.path.join(args.workdir_root, f'sweep_seed{args.world_seed}', f'{key}_x{m}')
-      r = run(f'{key} x{m}', config, variant, workdir, args,
+      folder = os.path.join(args.workdir_root, f'sweep_seed{args.world_seed}', f'{key}_x{m}')
+      r = run(f'{key} x{m}', config, variant, folder, args,
               overrides=['--config.probe.split=validation', f'--config.seed={args.seeds[0]}',
                          f'--config.schedule.base_learning_rate={common.TINY_LEARNING_RATE * m}',
                          '--config.probe.evaluators.linear_probe.datasets=("synthetic/class",)',
@@ -308,9 +314,8 @@ def main(argv=None) -> None:
       _, config, variant = RUNS[key]
       runs = []
       for seed in args.seeds:
-        name = key if seed == 0 else f'{key}_init{seed}'
-        workdir = os.path.join(args.workdir_root, f'seed{args.world_seed}', name)
-        runs.append(run(name, config, variant, workdir, args,
+        folder = workdir(args.workdir_root, args.world_seed, key, seed)
+        runs.append(run(os.path.basename(folder), config, variant, folder, args,
                         overrides=[f'--config.seed={seed}']))
       rows[key] = over_seeds(runs)
     errors = ('the probe\'s binomial standard error' if len(args.seeds) == 1 else

@@ -1,0 +1,124 @@
+r"""Each method's learning pooled over world seeds and training seeds, as a paper reports it.
+
+  python benchmarks/learning_pooled.py --world_seeds=0,1 --seeds=0,1
+  python benchmarks/learning_pooled.py --world_seeds=0,1 --seeds=0,1,2 --runs=vivi_obj
+
+The runs are `python benchmarks/learning.py --world_seed=W --seeds=S`'s (the same workdirs;
+any that is missing is run first, as that script would). For each row, every run's gain on
+`class` over *its own* encoder at initialisation (the training seed sets the
+initialisation), then over the n = worlds x training seeds runs: the mean gain ± its
+standard error (SD / sqrt(n): world, training and probe noise together, as a paper's
+"mean ± s.e. over n runs"; never below what the probe's binomial errors alone give, since
+two to four runs can agree by chance), the range, and how many runs clear issue 14's bar on their own
+(a gain of at least +0.05 and beyond three of the probe's binomial standard errors). Then
+the papers' orderings (benchmarks/learning.py CLAIMS on `class`) as *paired* differences:
+a and b on the same world with the same training seed share their initialisation and the
+probe's images, so the mean of a - b over the n pairs ± SD / sqrt(n) (with the same floor,
+conservative here: shared probe images make the two errors agree) removes what they share; "holds" beyond two standard errors, "does not hold" beyond two the other way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+import learning  # benchmarks/learning.py, beside this script.
+
+from vivi.evaluate import tables
+
+BAR = 0.05   # Issue 14: a gain of at least this, beyond three standard errors.
+
+
+def mean_se(values: list[float], binomial: list[float]) -> tuple[float, float]:
+  """The mean of n runs' values and its standard error: SD / sqrt(n), but never below what
+  the probe's binomial errors of the runs (`binomial`) alone give the mean of n independent
+  runs (with 2-4 runs the sample SD can come out near zero by chance)."""
+  n = len(values)
+  mean = sum(values) / n
+  sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.inf
+  floor = math.sqrt(sum(b * b for b in binomial)) / n
+  return mean, max(sd / math.sqrt(n), floor)
+
+
+def class_of(results: dict, part: str) -> tuple[float, float]:
+  key = learning.COLUMNS['class']
+  value = results[part][key]
+  return value, tables.standard_error(value, results['counts'][key])
+
+
+def gains_table(runs: dict[str, dict[tuple[int, int], dict]]) -> str:
+  lines = ['| row | runs | gain on `class`, mean ± s.e. | range | runs clearing the bar |',
+           '| --- | --- | --- | --- | --- |']
+  for key, by_run in runs.items():
+    gains, binomial = [], []
+    for results in by_run.values():
+      (trained, se_t), (init, se_i) = class_of(results, 'trained'), class_of(results, 'init')
+      gains.append(trained - init)
+      binomial.append(math.hypot(se_t, se_i))
+    clear = sum(g >= BAR and g > 3 * b for g, b in zip(gains, binomial))
+    mean, se = mean_se(gains, binomial)
+    mark = ' *' if mean >= BAR and mean > 3 * se else ''
+    lines.append(f'| {learning.RUNS[key][0].strip()} | {len(gains)} | {mean:+.3f} ± {se:.3f}'
+                 f'{mark} | {min(gains):+.3f} to {max(gains):+.3f} | {clear} of {len(gains)} |')
+  return '\n'.join(lines)
+
+
+def claims_table(runs: dict[str, dict[tuple[int, int], dict]]) -> str:
+  lines = ['| claim | paper | pairs | a − b, mean ± s.e. | verdict |',
+           '| --- | --- | --- | --- | --- |']
+  for claim, paper, a, b, column in learning.CLAIMS:
+    if column != 'class' or a not in runs or b not in runs:
+      continue
+    pairs = sorted(set(runs[a]) & set(runs[b]))
+    if len(pairs) < 2:
+      continue
+    both = [(class_of(runs[a][p], 'trained'), class_of(runs[b][p], 'trained')) for p in pairs]
+    mean, se = mean_se([va - vb for (va, _), (vb, _) in both],
+                       [math.hypot(sa, sb) for (_, sa), (_, sb) in both])
+    verdict = 'holds' if mean > 2 * se else 'does not hold' if mean < -2 * se else 'within noise'
+    lines.append(f'| {claim} | {paper} | {len(pairs)} | {mean:+.3f} ± {se:.3f} | {verdict} |')
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--world_seeds', default='0,1')
+  parser.add_argument('--seeds', default='0,1', help='comma-separated training seeds')
+  parser.add_argument('--probe_seed', type=int, default=1)
+  parser.add_argument('--runs', default='vivi,vivi_obj,vince,vito,detcon,moclr,odin',
+                      help=f'comma-separated, from {",".join(learning.RUNS)}')
+  parser.add_argument('--workdir_root', default='/tmp/vivi_learning')
+  parser.add_argument('--cache_dir', default='~/.cache/vivi')
+  parser.add_argument('--out', help='write the Markdown tables here too')
+  args = parser.parse_args(argv)
+  worlds = [int(w) for w in args.world_seeds.split(',') if w]
+  seeds = [int(s) for s in args.seeds.split(',') if s]
+  keys = [r for r in args.runs.split(',') if r]
+  unknown = sorted(set(keys) - set(learning.RUNS))
+  if unknown:
+    parser.error(f'unknown runs {unknown}; valid: {list(learning.RUNS)}')
+  runs = {}
+  for key in [k for k in learning.RUNS if k in keys]:   # The table's order.
+    _, config, variant = learning.RUNS[key]
+    runs[key] = {}
+    for world in worlds:
+      args.world_seed = world   # learning.run reads the world seed from here.
+      for seed in seeds:
+        folder = learning.workdir(args.workdir_root, world, key, seed)
+        runs[key][world, seed] = learning.run(os.path.basename(folder), config, variant,
+                                              folder, args, overrides=[f'--config.seed={seed}'])
+  text = (f'## `class` pooled over world seeds {",".join(map(str, worlds))} and training '
+          f'seeds {",".join(map(str, seeds))} (probe seed {args.probe_seed})\n\n'
+          f'{gains_table(runs)}\n\nGain over each run\'s own encoder at initialisation; ± the '
+          f'standard error of the mean over the runs; * mean gain of at least +{BAR} and beyond '
+          f'three standard errors.\n\n### The papers\' orderings, paired by world and training '
+          f'seed\n\n{claims_table(runs)}\n')
+  print(text, flush=True)
+  if args.out:
+    with open(args.out, 'w') as f:
+      f.write(text)
+
+
+if __name__ == '__main__':
+  main()
