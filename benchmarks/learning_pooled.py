@@ -3,18 +3,20 @@ r"""Each method's learning pooled over world seeds and training seeds, as a pape
   python benchmarks/learning_pooled.py --world_seeds=0,1 --seeds=0,1
   python benchmarks/learning_pooled.py --world_seeds=0,1 --seeds=0,1,2 --runs=vivi_obj
 
-The runs are `python benchmarks/learning.py --world_seed=W --seeds=S`'s (the same workdirs;
-any that is missing is run first, as that script would). For each row, every run's gain on
-`class` over *its own* encoder at initialisation (the training seed sets the
+The runs are `python benchmarks/learning.py --world_seed=W --seeds=S`'s (the same
+workdirs; any that is missing is run first, as that script would). For each row, every
+run's gain on `class` over *its own* encoder at initialisation (the training seed sets the
 initialisation), then over the n = worlds x training seeds runs: the mean gain ± its
-standard error (SD / sqrt(n): world, training and probe noise together, as a paper's
-"mean ± s.e. over n runs"; never below what the probe's binomial errors alone give, since
-two to four runs can agree by chance), the range, and how many runs clear issue 14's bar on their own
-(a gain of at least +0.05 and beyond three of the probe's binomial standard errors). Then
-the papers' orderings (benchmarks/learning.py CLAIMS on `class`) as *paired* differences:
-a and b on the same world with the same training seed share their initialisation and the
-probe's images, so the mean of a - b over the n pairs ± SD / sqrt(n) (with the same floor,
-conservative here: shared probe images make the two errors agree) removes what they share; "holds" beyond two standard errors, "does not hold" beyond two the other way.
+standard error (SD / sqrt(n): world, training and probe noise together, as a paper's "mean
+± s.e. over n runs"; never below what the probe's binomial errors alone give, since two to
+four runs can agree by chance), the range, and how many runs clear issue 14's bar on their
+own (a gain of at least +0.05 and beyond three of the probe's binomial standard errors).
+Then the papers' orderings (benchmarks/learning.py CLAIMS on `class`) as *paired*
+differences: a and b on the same world with the same training seed share their
+initialisation and the probe's images, so the mean of a - b over the n pairs ± SD /
+sqrt(n) (with the same floor, conservative here: shared probe images make the two errors
+agree) removes what they share; "holds" beyond two standard errors, "does not hold" beyond
+two the other way.
 """
 
 from __future__ import annotations
