@@ -322,7 +322,8 @@ def main(argv=None) -> None:
               f'the probe\'s binomial standard error combined with that of the mean over '
               f'{len(args.seeds)} training seeds')
     text = (f'## World seed {args.world_seed} (probe seed {args.probe_seed}, training '
-            f'seeds {",".join(map(str, args.seeds))})\n\n{results_table(rows)}\n\n'
+            f'seed{"s" * (len(args.seeds) > 1)} {",".join(map(str, args.seeds))})\n\n'
+            f'{results_table(rows)}\n\n'
             f'± {errors}; * gain over the encoder at initialisation beyond three standard '
             f'errors.\n\n### The papers\' claims\n\n{claims_table(rows)}\n')
   print(text, flush=True)
