@@ -160,6 +160,23 @@ def workdir(root: str, world_seed: int, key: str, seed: int) -> str:
   return os.path.join(root, f'seed{world_seed}', key if seed == 0 else f'{key}_init{seed}')
 
 
+def run_seed(key: str, world_seed: int, seed: int, args) -> dict:
+  """A row's run (RUNS[key]) on one world seed with one training seed, in `workdir`'s folder."""
+  _, config, variant = RUNS[key]
+  folder = workdir(args.workdir_root, world_seed, key, seed)
+  args = argparse.Namespace(**{**vars(args), 'world_seed': world_seed})
+  return run(os.path.basename(folder), config, variant, folder, args,
+             overrides=[f'--config.seed={seed}'])
+
+
+def report(text: str, out: str | None) -> None:
+  """Prints the Markdown tables, and writes them to `out` too if given."""
+  print(text, flush=True)
+  if out:
+    with open(out, 'w') as f:
+      f.write(text)
+
+
 def run(key: str, config: str, variant: str, workdir: str, args, overrides=()) -> dict:
   """Runs one tiny config as the README's main command; returns its probe results."""
   results = os.path.join(workdir, 'probe_results.json')
@@ -311,13 +328,8 @@ def main(argv=None) -> None:
   else:
     rows = {}
     for key in [k for k in RUNS if k in args.runs]:   # The table's order.
-      _, config, variant = RUNS[key]
-      runs = []
-      for seed in args.seeds:
-        folder = workdir(args.workdir_root, args.world_seed, key, seed)
-        runs.append(run(os.path.basename(folder), config, variant, folder, args,
-                        overrides=[f'--config.seed={seed}']))
-      rows[key] = over_seeds(runs)
+      rows[key] = over_seeds([run_seed(key, args.world_seed, seed, args)
+                              for seed in args.seeds])
     errors = ('the probe\'s binomial standard error' if len(args.seeds) == 1 else
               f'the probe\'s binomial standard error combined with that of the mean over '
               f'{len(args.seeds)} training seeds')
@@ -326,10 +338,7 @@ def main(argv=None) -> None:
             f'{results_table(rows)}\n\n'
             f'± {errors}; * gain over the encoder at initialisation beyond three standard '
             f'errors.\n\n### The papers\' claims\n\n{claims_table(rows)}\n')
-  print(text, flush=True)
-  if args.out:
-    with open(args.out, 'w') as f:
-      f.write(text)
+  report(text, args.out)
 
 
 if __name__ == '__main__':

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 
 import learning  # benchmarks/learning.py, beside this script.
 
@@ -102,24 +101,15 @@ def main(argv=None) -> None:
     parser.error(f'unknown runs {unknown}; valid: {list(learning.RUNS)}')
   runs = {}
   for key in [k for k in learning.RUNS if k in keys]:   # The table's order.
-    _, config, variant = learning.RUNS[key]
-    runs[key] = {}
-    for world in worlds:
-      args.world_seed = world   # learning.run reads the world seed from here.
-      for seed in seeds:
-        folder = learning.workdir(args.workdir_root, world, key, seed)
-        runs[key][world, seed] = learning.run(os.path.basename(folder), config, variant,
-                                              folder, args, overrides=[f'--config.seed={seed}'])
+    runs[key] = {(world, seed): learning.run_seed(key, world, seed, args)
+                 for world in worlds for seed in seeds}
   text = (f'## `class` pooled over world seeds {",".join(map(str, worlds))} and training '
           f'seeds {",".join(map(str, seeds))} (probe seed {args.probe_seed})\n\n'
           f'{gains_table(runs)}\n\nGain over each run\'s own encoder at initialisation; ± the '
           f'standard error of the mean over the runs; * mean gain of at least +{BAR} and beyond '
           f'three standard errors.\n\n### The papers\' orderings, paired by world and training '
           f'seed\n\n{claims_table(runs)}\n')
-  print(text, flush=True)
-  if args.out:
-    with open(args.out, 'w') as f:
-      f.write(text)
+  learning.report(text, args.out)
 
 
 if __name__ == '__main__':
