@@ -2,6 +2,7 @@ r"""Each method's learning pooled over world seeds and training seeds, as a pape
 
   python benchmarks/learning_pooled.py --world_seeds=0,1 --seeds=0,1
   python benchmarks/learning_pooled.py --world_seeds=0,1 --seeds=0,1,2 --runs=vivi_obj
+  python benchmarks/learning_pooled.py --world_seeds=0,1,2 --seeds=0,1 --all_pairs
 
 The runs are `python benchmarks/learning.py --world_seed=W --seeds=S`'s (the same
 workdirs; any that is missing is run first, as that script would). For each row, every
@@ -16,7 +17,7 @@ differences: a and b on the same world with the same training seed share their
 initialisation and the probe's images, so the mean of a - b over the n pairs ± SD /
 sqrt(n) (with the same floor, conservative here: shared probe images make the two errors
 agree) removes what they share; "holds" beyond two standard errors, "does not hold" beyond
-two the other way.
+two the other way. `--all_pairs` adds the same paired difference for every two rows.
 """
 
 from __future__ import annotations
@@ -65,20 +66,44 @@ def gains_table(runs: dict[str, dict[tuple[int, int], dict]]) -> str:
   return '\n'.join(lines)
 
 
+def paired(a: dict[tuple[int, int], dict], b: dict[tuple[int, int], dict]
+           ) -> tuple[int, float, float]:
+  """Two rows' runs paired by (world seed, training seed): (pairs, mean of a - b on
+  `class`, its standard error)."""
+  pairs = sorted(set(a) & set(b))
+  both = [(class_of(a[p], 'trained'), class_of(b[p], 'trained')) for p in pairs]
+  mean, se = mean_se([va - vb for (va, _), (vb, _) in both],
+                     [math.hypot(sa, sb) for (_, sa), (_, sb) in both])
+  return len(pairs), mean, se
+
+
 def claims_table(runs: dict[str, dict[tuple[int, int], dict]]) -> str:
   lines = ['| claim | paper | pairs | a − b, mean ± s.e. | verdict |',
            '| --- | --- | --- | --- | --- |']
   for claim, paper, a, b, column in learning.CLAIMS:
     if column != 'class' or a not in runs or b not in runs:
       continue
-    pairs = sorted(set(runs[a]) & set(runs[b]))
-    if len(pairs) < 2:
+    n, mean, se = paired(runs[a], runs[b])
+    if n < 2:
       continue
-    both = [(class_of(runs[a][p], 'trained'), class_of(runs[b][p], 'trained')) for p in pairs]
-    mean, se = mean_se([va - vb for (va, _), (vb, _) in both],
-                       [math.hypot(sa, sb) for (_, sa), (_, sb) in both])
     verdict = 'holds' if mean > 2 * se else 'does not hold' if mean < -2 * se else 'within noise'
-    lines.append(f'| {claim} | {paper} | {len(pairs)} | {mean:+.3f} ± {se:.3f} | {verdict} |')
+    lines.append(f'| {claim} | {paper} | {n} | {mean:+.3f} ± {se:.3f} | {verdict} |')
+  return '\n'.join(lines)
+
+
+def pairs_table(runs: dict[str, dict[tuple[int, int], dict]]) -> str:
+  """Every two rows, paired: the row's `class` minus the column's, ± s.e.; ** beyond two
+  standard errors."""
+  names = {k: learning.RUNS[k][0].strip() for k in runs}
+  lines = ['| row − column | ' + ' | '.join(names.values()) + ' |',
+           '| --- |' + ' --- |' * len(runs)]
+  for a in runs:
+    cells = []
+    for b in runs:
+      n, mean, se = paired(runs[a], runs[b]) if a != b else (0, 0.0, 0.0)
+      cells.append('–' if n < 2 else f'{mean:+.3f} ± {se:.3f}' + (' **' if abs(mean) > 2 * se
+                                                                 else ''))
+    lines.append(f'| {names[a]} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
 
@@ -92,6 +117,8 @@ def main(argv=None) -> None:
   parser.add_argument('--workdir_root', default='/tmp/vivi_learning')
   parser.add_argument('--cache_dir', default='~/.cache/vivi')
   parser.add_argument('--out', help='write the Markdown tables here too')
+  parser.add_argument('--all_pairs', action='store_true',
+                      help='also print every two rows\' paired difference on `class`')
   args = parser.parse_args(argv)
   worlds = [int(w) for w in args.world_seeds.split(',') if w]
   seeds = [int(s) for s in args.seeds.split(',') if s]
@@ -109,6 +136,10 @@ def main(argv=None) -> None:
           f'standard error of the mean over the runs; * mean gain of at least +{BAR} and beyond '
           f'three standard errors.\n\n### The papers\' orderings, paired by world and training '
           f'seed\n\n{claims_table(runs)}\n')
+  if args.all_pairs:
+    text += (f'\n### Every two rows, paired by world and training seed\n\n{pairs_table(runs)}'
+             f'\n\nRow minus column on `class`, mean ± s.e. over the pairs; ** beyond two '
+             f'standard errors.\n')
   learning.report(text, args.out)
 
 
