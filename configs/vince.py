@@ -35,7 +35,11 @@ Smoke run on the synthetic world:
   keys. Prints the probe table (trained vs init). Expected (docs/results.md, section 0;
   world version 3): `class` 0.186 and 0.169 on world seeds 0 and 1 (random encoder 0.148),
   short of issue 14's +0.05; count 0.44 (0.290), position 0.53 and 0.54 (0.398). Over two
-  training seeds on three world seeds the gain is +0.037 ± 0.010 (+0.006 to +0.072).
+  training seeds on three world seeds the gain is +0.037 ± 0.010 (+0.006 to +0.072), within
+  noise of VITO, DetCon and MoCLR and below VIVI (-0.051 ± 0.008, paired). What holds it back
+  (docs/results.md, section 0, "what holds VINCE back"): its positives, frames up to 15 s
+  apart, share their video's background palette, which colour jitter does not remove; not
+  its augmentation, memory bank, temperature or learning rate.
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 3 row:
   same_frame    k=1, the positive is the anchor's frame augmented again ("Same Frame", MoCo)
