@@ -100,9 +100,11 @@ def pairs_table(runs: dict[str, dict[tuple[int, int], dict]]) -> str:
   for a in runs:
     cells = []
     for b in runs:
-      n, mean, se = paired(runs[a], runs[b]) if a != b else (0, 0.0, 0.0)
-      cells.append('–' if n < 2 else f'{mean:+.3f} ± {se:.3f}' + (' **' if abs(mean) > 2 * se
-                                                                 else ''))
+      n, mean, se = paired(runs[a], runs[b])
+      if a == b or n < 2:
+        cells.append('–')
+      else:
+        cells.append(f'{mean:+.3f} ± {se:.3f}' + (' **' if abs(mean) > 2 * se else ''))
     lines.append(f'| {names[a]} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
