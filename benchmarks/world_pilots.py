@@ -8,6 +8,7 @@ learned (docs/results.md, section 4) before any change to the shared world itsel
       --config.probe.evaluators.object_nn.num_videos=0 \
       --config.probe.evaluators.object_discovery.num_videos=0
   python benchmarks/world_pilots.py --measure --folder=/tmp/pilot/flat   # colour vs video
+  python benchmarks/world_pilots.py --contrast --variant=no_hue --seed=0  # objects vs ground
 
 Each variant renders the same 400 videos as the tiny world of seed `--seed` (the same random
 draws, so the same casts, shots and trajectories) with one change; only the *training*
@@ -133,16 +134,60 @@ def colour_identifies_video(folder: str, num_videos: int = 200) -> tuple[float, 
   return float(hit.mean()), float(chance.mean())
 
 
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+  """`mask` grown by r pixels (a (2r+1)^2 square)."""
+  padded, (h, w) = np.pad(mask, r), mask.shape
+  return np.any([padded[dy:dy + h, dx:dx + w] for dy in range(2 * r + 1)
+                 for dx in range(2 * r + 1)], axis=0)
+
+
+def object_contrast(seed: int, num_videos: int = 40, image_size: int = 64
+                    ) -> tuple[int, float, float, float]:
+  """How far objects stand out from their background in the world of `seed` (with whatever
+  variant is applied): every third frame of the first `num_videos` videos, for every object
+  of at least 12 visible pixels the RGB distance (in [0, 1] units) between its mean colour
+  and that of the pixels within 2 px of it that no object covers. Returns (objects, median
+  distance, fraction of objects closer than 0.1, median luminance difference)."""
+  rgb, luminance = [], []
+  for i in range(num_videos):
+    video, truth = world.render_video_with_truth(i, seed=seed, image_size=image_size)
+    for frame, t in zip(video.frames[::3], truth[::3]):
+      image = world.decode_jpeg(frame).astype(np.float32) / 255
+      free = t['coverage'] <= 0.01
+      for mask in t['masks']:
+        ring = _dilate(mask, 2) & free
+        if mask.sum() < 12 or ring.sum() < 8:
+          continue
+        d = image[mask].mean(0) - image[ring].mean(0)
+        rgb.append(np.linalg.norm(d))
+        luminance.append(abs(d @ np.array([0.299, 0.587, 0.114])))
+  rgb = np.array(rgb)
+  return len(rgb), float(np.median(rgb)), float((rgb < 0.1).mean()), float(np.median(luminance))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--variant', choices=sorted(VARIANTS))
   parser.add_argument('--measure', action='store_true',
                       help='print how far colour identifies a video in --folder, build nothing')
-  parser.add_argument('--folder', required=True)
+  parser.add_argument('--contrast', action='store_true',
+                      help='print how far objects stand out from their background in the '
+                      'world of --seed (with --variant applied, if given), build nothing')
+  parser.add_argument('--folder')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--num_videos', type=int, default=400)
   parser.add_argument('--image_size', type=int, default=64)
   args = parser.parse_args()
+  if args.contrast:
+    if args.variant:
+      VARIANTS[args.variant]()
+    n, median, low, luminance = object_contrast(args.seed)
+    print(f'world seed {args.seed}, {args.variant or "unchanged"}: {n} objects, RGB distance '
+          f'to the background around them median {median:.3f}, below 0.1 for {low:.3f} of '
+          f'them; luminance difference median {luminance:.3f}')
+    return
+  if not args.folder:
+    parser.error('--folder is required to build or --measure a world')
   if args.measure:
     hit, chance = colour_identifies_video(args.folder)
     print(f'{args.folder}: the colour-histogram neighbour of a shot is a shot of the same '

@@ -53,3 +53,20 @@ def test_no_hue_greys_the_gradient_and_keeps_its_value(apply_variant):
   apply_variant('no_hue')
   grey = world.sample_background(np.random.default_rng(0)).colours
   np.testing.assert_allclose(grey, np.repeat(colours.max(1, keepdims=True), 3, 1), atol=1e-9)
+
+
+def test_dilate_grows_a_mask_by_r_pixels_in_every_direction():
+  mask = np.zeros((9, 9), bool)
+  mask[4, 4] = mask[0, 8] = True
+  grown = world_pilots._dilate(mask, 2)  # pylint: disable=protected-access
+  ys, xs = np.mgrid[:9, :9]
+  expected = ((abs(ys - 4) <= 2) & (abs(xs - 4) <= 2)) | ((ys <= 2) & (xs >= 6))
+  np.testing.assert_array_equal(grown, expected)
+
+
+def test_object_contrast_is_lower_on_grey_backgrounds(apply_variant):
+  n, median, low, luminance = world_pilots.object_contrast(0, num_videos=3, image_size=32)
+  assert n > 20 and 0 < luminance <= median < 3 ** 0.5 and 0 <= low < 1
+  apply_variant('no_hue')
+  n_grey, median_grey, _, _ = world_pilots.object_contrast(0, num_videos=3, image_size=32)
+  assert n_grey == n and median_grey < median
