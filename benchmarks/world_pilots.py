@@ -177,6 +177,8 @@ def main() -> None:
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--num_videos', type=int, default=400)
   parser.add_argument('--image_size', type=int, default=64)
+  parser.add_argument('--fps', type=float, default=1.0,
+                      help='frames per second: 4 for VITO\'s tiny world (configs/vito.py)')
   args = parser.parse_args()
   if args.contrast:
     if args.variant:
@@ -197,7 +199,7 @@ def main() -> None:
     parser.error('--variant is required to build a world')
   VARIANTS[args.variant]()
   world.build_dataset(args.folder, num_videos=args.num_videos, image_size=args.image_size,
-                      seed=args.seed, fps=1.0)
+                      seed=args.seed, fps=args.fps)
 
 
 if __name__ == '__main__':
