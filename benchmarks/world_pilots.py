@@ -9,6 +9,8 @@ learned (docs/results.md, section 4) before any change to the shared world itsel
       --config.probe.evaluators.object_discovery.num_videos=0
   python benchmarks/world_pilots.py --measure --folder=/tmp/pilot/flat   # colour vs video
   python benchmarks/world_pilots.py --contrast --variant=no_hue --seed=0  # objects vs ground
+  python benchmarks/world_pilots.py --variant=no_hue --evaluate --workdir=/tmp/pilot/vivi_flat \
+      --config=configs/evaluate.py:probe --config.split=validation --output=/tmp/pilot/eval
 
 Each variant renders the same 400 videos as the tiny world of seed `--seed` (the same random
 draws, so the same casts, shots and trajectories) with one change; only the *training*
@@ -44,6 +46,9 @@ import colorsys
 import dataclasses
 import hashlib
 import io
+import os
+import runpy
+import sys
 
 import numpy as np
 from PIL import Image
@@ -166,7 +171,7 @@ def object_contrast(seed: int, num_videos: int = 40, image_size: int = 64
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], allow_abbrev=False)
   parser.add_argument('--variant', choices=sorted(VARIANTS))
   parser.add_argument('--measure', action='store_true',
                       help='print how far colour identifies a video in --folder, build nothing')
@@ -179,7 +184,20 @@ def main() -> None:
   parser.add_argument('--image_size', type=int, default=64)
   parser.add_argument('--fps', type=float, default=1.0,
                       help='frames per second: 4 for VITO\'s tiny world (configs/vito.py)')
-  args = parser.parse_args()
+  parser.add_argument('--evaluate', action='store_true',
+                      help='run evaluate.py with the remaining flags and --variant applied: '
+                      'its synthetic probe images rendered by the pilot world')
+  args, rest = parser.parse_known_args()
+  if args.evaluate:
+    if not args.variant:
+      parser.error('--evaluate needs --variant')
+    VARIANTS[args.variant]()
+    sys.argv = ['evaluate.py'] + rest
+    runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'evaluate.py'), run_name='__main__')
+    return
+  if rest:
+    parser.error(f'unrecognized arguments: {" ".join(rest)}')
   if args.contrast:
     if args.variant:
       VARIANTS[args.variant]()

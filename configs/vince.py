@@ -37,9 +37,11 @@ Smoke run on the synthetic world:
   short of issue 14's +0.05; count 0.44 (0.290), position 0.53 and 0.54 (0.398). Over two
   training seeds on three world seeds the gain is +0.037 ± 0.010 (+0.006 to +0.072), within
   noise of VITO, DetCon and MoCLR and below VIVI (-0.051 ± 0.008, paired). What holds it back
-  (docs/results.md, section 0, "what holds VINCE back"): its positives, frames up to 15 s
-  apart, share their video's background palette, which colour jitter does not remove; not
-  its augmentation, memory bank, temperature or learning rate.
+  (docs/results.md, section 0, "what holds VINCE back" and the subsection after it): in part
+  its positives, frames up to 15 s apart, share their video's background palette, which
+  colour jitter does not remove (training videos whose shots each have a hue of their own:
+  +0.025 ± 0.010 for VINCE, +0.010 ± 0.007 for the other methods, validation); not its
+  augmentation, memory bank, temperature or learning rate.
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 3 row:
   same_frame    k=1, the positive is the anchor's frame augmented again ("Same Frame", MoCo)

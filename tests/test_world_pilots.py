@@ -70,3 +70,11 @@ def test_object_contrast_is_lower_on_grey_backgrounds(apply_variant):
   apply_variant('no_hue')
   n_grey, median_grey, _, _ = world_pilots.object_contrast(0, num_videos=3, image_size=32)
   assert n_grey == n and median_grey < median
+
+
+def test_flags_meant_for_evaluate_are_errors_without_evaluate(monkeypatch, capsys):
+  monkeypatch.setattr(sys, 'argv', ['world_pilots.py', '--variant=no_hue',
+                                    '--config=configs/evaluate.py:probe'])
+  with pytest.raises(SystemExit):
+    world_pilots.main()
+  assert 'unrecognized arguments: --config=configs/evaluate.py:probe' in capsys.readouterr().err
