@@ -9,8 +9,9 @@ learned (docs/results.md, section 4) before any change to the shared world itsel
       --config.probe.evaluators.object_discovery.num_videos=0
   python benchmarks/world_pilots.py --measure --folder=/tmp/pilot/flat   # colour vs video
   python benchmarks/world_pilots.py --contrast --variant=no_hue --seed=0  # objects vs ground
-  python benchmarks/world_pilots.py --variant=no_hue --evaluate --workdir=/tmp/pilot/vivi_flat \
-      --config=configs/evaluate.py:probe --config.split=validation --output=/tmp/pilot/eval
+  python benchmarks/world_pilots.py --variant=flat_backgrounds --evaluate \
+      --workdir=/tmp/pilot/vivi_flat --output=/tmp/pilot/vivi_flat/eval_flat_probe \
+      --config=configs/evaluate.py:probe --config.split=validation   # probe on its images
 
 Each variant renders the same 400 videos as the tiny world of seed `--seed` (the same random
 draws, so the same casts, shots and trajectories) with one change; only the *training*
@@ -177,7 +178,8 @@ def main() -> None:
                       help='print how far colour identifies a video in --folder, build nothing')
   parser.add_argument('--contrast', action='store_true',
                       help='print how far objects stand out from their background in the '
-                      'world of --seed (with --variant applied, if given), build nothing')
+                      'first 40 videos of the world of --seed at 64 px (with --variant '
+                      'applied, if given), build nothing')
   parser.add_argument('--folder')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--num_videos', type=int, default=400)
