@@ -40,7 +40,7 @@ Smoke run on the synthetic world:
   (docs/results.md, section 0, "what holds VINCE back" and the subsection after it): in part
   its positives, frames up to 15 s apart, share their video's background palette, which
   colour jitter does not remove (training videos whose shots each have a hue of their own:
-  +0.025 ± 0.010 for VINCE, +0.010 ± 0.007 for the other methods, validation); not its
+  +0.022 ± 0.008 for VINCE, +0.010 ± 0.007 for the other methods, validation); not its
   augmentation, memory bank, temperature or learning rate.
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 3 row:
