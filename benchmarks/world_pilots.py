@@ -29,23 +29,17 @@ training process. Variants:
                     colour identifies a video less"
   no_hue            every background's gradient grey (saturation 0; values, lighting tints
                     and the per-channel waves unchanged)
-  shot_hue          every shot's background gradient turned round the hue circle by an angle
-                    of its own (saturation, value, waves and lighting unchanged): a video's
-                    shots no longer share a palette, while each frame's colours, and with
-                    them how far an object stands out from its background, keep their
-                    distribution (no_hue also lowers that contrast)
 Since version 3 of the world the objects are grey (vivi/input/synthetic.py): the pilots of
 docs/results.md section 4, "Object colour", ran on version 2, where three_hues and no_hue
 also rounded or greyed the objects' hues, and a grey_objects variant did what version 3
-does (commit 9f86982 has them).
+does (commit 9f86982 has them). A shot_hue variant turned each shot's gradient round the hue
+circle by an angle of its own; version 4 of the world does that (commit ac83ccf has it).
 """
 
 from __future__ import annotations
 
 import argparse
-import colorsys
 import dataclasses
-import hashlib
 import io
 import os
 import runpy
@@ -102,22 +96,9 @@ def _no_hue() -> None:
   world._hsv = grey  # pylint: disable=protected-access
 
 
-def _shot_hue() -> None:
-  render = world.render_background
-
-  def turned(bg, camera, t, size):
-    # One angle per shot: a hash of its camera, which every frame of the shot shares.
-    digest = hashlib.sha256(np.asarray(camera.centre, np.float64).tobytes()).digest()
-    angle = int.from_bytes(digest[:8], 'little') / 2.0**64
-    colours = np.array([colorsys.hsv_to_rgb((h + angle) % 1.0, s, v)
-                        for h, s, v in (colorsys.rgb_to_hsv(*c) for c in bg.colours)])
-    return render(dataclasses.replace(bg, colours=colours), camera, t, size)
-  world.render_background = turned
-
-
 VARIANTS = {'flat_backgrounds': _flat_backgrounds, 'fast_objects': _fast_objects,
             'big_objects': _big_objects, 'three_hues': _three_hues,
-            'no_hue': _no_hue, 'shot_hue': _shot_hue}
+            'no_hue': _no_hue}
 
 
 def colour_identifies_video(folder: str, num_videos: int = 200) -> tuple[float, float]:

@@ -24,11 +24,12 @@ Smoke run on the synthetic world (its simulated detector annotates 10 shape clas
 
   The tiny VIVI run of configs/vivi.py plus the object level. Prints the probe table and
   the object nearest-neighbour fraction (Table 2) at initialisation and at the end.
-  Expected (docs/results.md, section 0; world version 3; 4.3-4.9 min on an idle 2-core
-  machine, world build and probes included): `class` 0.427, 0.554, 0.528 on world seed 0
-  and 0.437, 0.417, 0.548 on world seed 1 for training seeds 0, 1, 2 (+0.330 +- 0.026 over
-  each seed's random encoder, 0.148-0.163); the object NN fraction with the neighbour from
-  another video (`object_nn/same_class_fraction_other_videos`) 0.21 (random encoder 0.10).
+  Expected (docs/results.md, "World version 4"; 4.2-4.8 min on an idle 2-core machine,
+  world build and probes included): `class` 0.486, 0.530, 0.578 on world seed 0 and 0.484,
+  0.568, 0.559 on world seed 1 for training seeds 0, 1, 2 (+0.379 +- 0.015 over each
+  seed's random encoder, 0.148-0.163; version 3: +0.330 +- 0.026); the object NN fraction
+  with the neighbour from another video (`object_nn/same_class_fraction_other_videos`)
+  0.22-0.23 (random encoder 0.12).
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 1 ablation:
   random_boxes      "Boxes at random coordinates"

@@ -1,7 +1,6 @@
 """benchmarks/world_pilots.py: the pilot worlds change what their docstring says and nothing
 else (the patches are undone after each test)."""
 
-import colorsys
 import os
 import sys
 
@@ -20,32 +19,6 @@ def _apply_variant(monkeypatch):
   for name in ('render_background', '_hsv', 'sample_background', '_Motion'):
     monkeypatch.setattr(world, name, getattr(world, name))
   return lambda variant: world_pilots.VARIANTS[variant]()
-
-
-def test_shot_hue_turns_each_shots_gradient_by_one_angle_of_its_own(apply_variant,
-                                                                     monkeypatch):
-  rng = np.random.default_rng(3)
-  background = world.sample_background(rng)
-  cameras = [world.sample_camera(rng) for _ in range(4)]
-  seen = []   # The backgrounds the unpatched renderer is given.
-  render = world.render_background
-  monkeypatch.setattr(world, 'render_background',
-                      lambda bg, *a: seen.append(bg) or render(bg, *a))
-  apply_variant('shot_hue')
-  angles = []
-  for camera in cameras:
-    for t in (0.0, 5.0):   # Two frames of one shot.
-      image = world.render_background(background, camera, t, 8)
-      assert image.shape == (8, 8, 3)
-      before = np.array([colorsys.rgb_to_hsv(*c) for c in background.colours])
-      after = np.array([colorsys.rgb_to_hsv(*c) for c in seen[-1].colours])
-      np.testing.assert_allclose(after[:, 1:], before[:, 1:], atol=1e-9)  # S and V kept.
-      turn = (after[:, 0] - before[:, 0]) % 1.0
-      assert abs(np.angle(np.exp(2j * np.pi * (turn[1] - turn[0])))) < 1e-6  # One angle.
-      angles.append(turn[0])
-      np.testing.assert_array_equal(seen[-1].amps, background.amps)      # Waves kept.
-  np.testing.assert_allclose(angles[0::2], angles[1::2])   # The same in a shot ...
-  assert len({round(a, 6) for a in angles[0::2]}) == len(cameras)   # ... not across shots.
 
 
 def test_no_hue_greys_the_gradient_and_keeps_its_value(apply_variant):

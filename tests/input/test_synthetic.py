@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import io
 import json
@@ -113,12 +114,13 @@ def test_detections_follow_the_objects():
 
 # sha256 (first 16 hex digits) of everything `render_video_with_truth` returns but the frames
 # (shots, soft labels, boxes, labels, scores, truth arrays; the same since before the truth
-# carried masks, commit cb6d29c, through grey objects, version 3): (index, seed, image size)
-# -> digest (`_digest`); and of the frames alone in version 3.
+# carried masks, commit cb6d29c, through grey objects, version 3, and a palette per shot,
+# version 4): (index, seed, image size) -> digest (`_digest`); and of the frames alone in
+# version 4.
 GEOMETRY_DIGESTS = {(0, 0, 32): '672f620d70fb3a24', (1, 0, 32): 'aad21e4baf4266c3',
                     (2, 3, 32): 'e5a9d2e5bf88b211', (0, 1, 64): '2c166fb789dfadc9'}
-FRAME_DIGESTS = {(0, 0, 32): '6adf4bb2363be3a8', (1, 0, 32): '20ac0791d6bf452f',
-                 (2, 3, 32): '19648bb5582851de', (0, 1, 64): '88f856b8b1b0084e'}
+FRAME_DIGESTS = {(0, 0, 32): 'ab9aca07f3507104', (1, 0, 32): 'ac6c8309907151e6',
+                 (2, 3, 32): '2e43f3d3511ed317', (0, 1, 64): '3f3f6b0a29cdbc48'}
 
 
 def _digest(video: records.Video, truth: list[dict], frames: bool) -> str:
@@ -133,10 +135,11 @@ def _digest(video: records.Video, truth: list[dict], frames: bool) -> str:
 
 
 def test_the_world_is_what_it_was():
-  """The world is a shared instrument: neither the masks nor grey objects (version 3)
-  changed a shot, box, label, score, soft label or truth array, and the frames are version
-  3's. (A frame mismatch on another platform that renders the same geometry would mean
-  floating-point differences in the rendering, not a changed world.)"""
+  """The world is a shared instrument: neither the masks, grey objects (version 3) nor a
+  palette per shot (version 4) changed a shot, box, label, score, soft label or truth array,
+  and the frames are version 4's. (A frame mismatch on another platform that renders the
+  same geometry would mean floating-point differences in the rendering, not a changed
+  world.)"""
   for (index, seed, size), expected in GEOMETRY_DIGESTS.items():
     video, truth = synthetic.render_video_with_truth(index, seed=seed, image_size=size)
     assert _digest(video, truth, frames=False) == expected, (index, seed, size)
@@ -151,6 +154,33 @@ def test_objects_are_grey():
     a = synthetic.sample_appearance(rng, cls)
     assert np.ptp(a.colour) == 0 and np.ptp(a.stripe_colour) == 0, a
     assert 0.2 < a.colour[0] <= 1.0 and 0.0 < a.stripe_colour[0] <= 1.0
+
+
+def _hues(colours: np.ndarray) -> np.ndarray:
+  return np.array([colorsys.rgb_to_hsv(*c) for c in colours])
+
+
+def test_each_shot_turns_the_videos_palette_by_an_angle_of_its_own():
+  """Version 4: a shot's background is its video's with both ends of the gradient turned
+  round the hue circle by one angle, drawn per shot from the video's third stream;
+  saturation, value and the waves are the video's, and every other draw is version 3's."""
+  for index in range(3):
+    world = np.random.default_rng([5, index, 0])
+    video = synthetic.sample_background(np.random.default_rng([5, index, 0]))  # First draw.
+    _, shots = synthetic._plan_video(  # pylint: disable=protected-access
+        world, np.random.default_rng([5, index, 2]))
+    turns = []
+    for shot in shots:
+      before, after = _hues(video.colours), _hues(shot.background.colours)
+      np.testing.assert_allclose(after[:, 1:], before[:, 1:], atol=1e-9)   # S and V kept.
+      turn = (after[:, 0] - before[:, 0]) % 1.0
+      assert abs(np.angle(np.exp(2j * np.pi * (turn[1] - turn[0])))) < 1e-6   # One angle.
+      turns.append(turn[0])
+      for field in ('direction', 'freqs', 'phases', 'amps'):
+        np.testing.assert_array_equal(getattr(shot.background, field), getattr(video, field))
+    np.testing.assert_allclose(turns, np.random.default_rng([5, index, 2]).random(len(shots)),
+                               atol=1e-6)
+    assert len({round(t, 6) for t in turns}) == len(shots)   # Not shared across shots.
 
 
 def test_masks_span_their_boxes_and_are_disjoint():

@@ -13,7 +13,8 @@ The world
     turns with it. Nothing about an instance's appearance depends on its class, so only
     the shape identifies it.
   Videos. A per-video background (smooth colour gradient plus a few low-frequency sinusoids,
-    defined on an infinite world plane) and a cast of 2-4 instances drawn from 2-3 classes
+    defined on an infinite world plane; each shot turns its colours round the hue circle by
+    an angle of its own, version 4) and a cast of 2-4 instances drawn from 2-3 classes
     (the video's theme; an instance keeps its grey and stripes across shots). The video is
     cut into 3-7 shots of 4-14 seconds. Each shot has a new camera (position/zoom on the
     background plane, slow pan), new lighting (contrast, brightness, colour tint) and shows
@@ -31,8 +32,9 @@ The world
   Teacher. Every frame also carries the soft labels of a simulated classifier over the
     ten classes (logits grow with the area each class covers, plus noise; `Teacher`), the
     targets of the distillation ablation of Romijnders et al.
-  Determinism. Video i of seed s draws its world from `default_rng([s, i, 0])` and its
-    per-frame noise (sensor and detector) from `default_rng([s, i, 1])`, so it is the same
+  Determinism. Video i of seed s draws its world from `default_rng([s, i, 0])`, its
+    per-frame noise (sensor and detector) from `default_rng([s, i, 1])` and its shots' hue
+    angles from `default_rng([s, i, 2])`, so it is the same
     whatever the number of processes, and the world (shots, cast, trajectories) is the
     same at every fps.
   Version 3 (2026-12-04): grey objects. In version 2 every instance had a random hue and
@@ -50,6 +52,23 @@ The world
     main command gains +0.25 to +0.39 over its random encoder in six runs on world seeds 0
     and 1, where version 2 gave +0.012 to +0.089 in nine. A shot's colour-histogram
     neighbour belongs to its own video 14.7% of the time (version 2: 17.3%; chance 0.4%).
+  Version 4 (2026-12-05): a palette per shot. In version 3 every shot of a video showed
+    its background in the video's two colours, so frames of different shots still shared
+    a palette: a shot's colour-histogram neighbour came from its own video 14.7% of the
+    time (chance 0.4%), and pretext tasks whose positives cross shots (VINCE's frames up
+    to 15 s apart, half of them in another shot) could match the palette instead of the
+    objects. Version 4 turns both ends of each shot's gradient round the hue circle by an
+    angle of the shot's own (`turn_hue`, drawn from a third stream, so every other draw,
+    and every shot, box, label, score, soft label and trajectory, is version 3's;
+    saturation, value, waves and lighting are unchanged). Measured before/after: the
+    colour neighbour from the same video falls to 5.2% on world seed 0, while how far
+    objects stand out from the background around them is unchanged (median RGB distance
+    0.408 -> 0.410; within 0.1 of it 3.8% -> 4.3%; `python benchmarks/world_pilots.py
+    --contrast --seed=0`). The pilot that did the same to version 3's training videos only
+    (validation `class`, paired; docs/results.md, section 0) gave VINCE +0.022 +- 0.008
+    over six runs on three world seeds and the six other methods +0.010 +- 0.007 over
+    sixteen; a pilot that greyed the backgrounds instead lowered that contrast as well and
+    cost VIVI 0.036, so the palette, not the backgrounds' colour, is what changed.
 
 Held-out downstream tasks (`DOWNSTREAM_TASKS`, `render_downstream`) live in
 `synthetic_tasks.py`.
@@ -75,7 +94,8 @@ from PIL import Image
 
 from vivi.input import records
 
-GENERATOR_VERSION = 3  # 2: frames carry a simulated classifier's soft labels; 3: grey objects.
+# 2: frames carry a simulated classifier's soft labels; 3: grey objects; 4: a palette per shot.
+GENERATOR_VERSION = 4
 JPEG_QUALITY = 90
 
 CLASS_NAMES = ('disc', 'ring', 'crescent', 'square', 'diamond', 'triangle', 'hexagon',
@@ -203,6 +223,13 @@ class Background:
   freqs: np.ndarray      # [K, 2] (y, x) cycles per world unit
   phases: np.ndarray     # [K]
   amps: np.ndarray       # [K, 3] per-channel amplitude of each sinusoid
+
+
+def turn_hue(bg: Background, angle: float) -> Background:
+  """`bg` with both ends of its gradient turned round the hue circle by `angle` (in turns);
+  their saturation and value, and the waves, are unchanged."""
+  colours = [colorsys.rgb_to_hsv(*c) for c in bg.colours]
+  return dataclasses.replace(bg, colours=np.stack([_hsv(h + angle, s, v) for h, s, v in colours]))
 
 
 def sample_background(rng: np.random.Generator, num_waves: int = 6) -> Background:
@@ -447,10 +474,13 @@ class _Shot:
   camera: Camera
   lighting: Lighting
   motions: tuple  # of _Motion, front to back
+  background: Background  # the video's, in the shot's own palette (version 4)
 
 
-def _plan_video(rng: np.random.Generator) -> tuple[Background, list[Appearance], list[_Shot]]:
-  """Draws everything about a video that does not depend on the frame rate."""
+def _plan_video(rng: np.random.Generator, palette: np.random.Generator
+                ) -> tuple[list[Appearance], list[_Shot]]:
+  """Draws everything about a video that does not depend on the frame rate; `palette`
+  draws the shots' hue angles (its own stream, so that every other draw is version 3's)."""
   background = sample_background(rng)
   theme = rng.choice(NUM_CLASSES, int(rng.integers(2, 4)), replace=False)
   n_cast = int(rng.integers(max(2, len(theme)), MAX_CAST + 1))
@@ -470,8 +500,9 @@ def _plan_video(rng: np.random.Generator) -> tuple[Background, list[Appearance],
           angle=rng.uniform(0, 2 * np.pi), spin=rng.uniform(-0.5, 0.5),
           radius=min(sizes[i] * camera.zoom, 0.3), pulse=rng.uniform(0, 0.2),
           period=rng.uniform(5, 20), phase=rng.uniform(0, 2 * np.pi)))
-    shots.append(_Shot(int(rng.integers(4, 15)), camera, sample_lighting(rng), tuple(motions)))
-  return background, cast, shots
+    shots.append(_Shot(int(rng.integers(4, 15)), camera, sample_lighting(rng), tuple(motions),
+                       turn_hue(background, palette.random())))
+  return cast, shots
 
 
 def render_video_with_truth(index: int, *, seed: int, image_size: int, fps: float = 1.0
@@ -486,7 +517,8 @@ def render_video_with_truth(index: int, *, seed: int, image_size: int, fps: floa
   """
   if not fps > 0:
     raise ValueError(f'fps must be positive, got {fps}')
-  background, cast, shots = _plan_video(np.random.default_rng([seed, index, 0]))
+  cast, shots = _plan_video(np.random.default_rng([seed, index, 0]),
+                            np.random.default_rng([seed, index, 2]))
   noise = np.random.default_rng([seed, index, 1])
   frames, shot_ids, boxes, labels, scores, soft, truth = [], [], [], [], [], [], []
   for s, shot in enumerate(shots):
@@ -494,7 +526,7 @@ def render_video_with_truth(index: int, *, seed: int, image_size: int, fps: floa
       t = k / fps
       sprites = [m.at(t, cast[m.instance]) for m in shot.motions]
       rgb, views, coverage = composite(
-          render_background(background, shot.camera, t, image_size), sprites)
+          render_background(shot.background, shot.camera, t, image_size), sprites)
       frames.append(encode_jpeg(finish(rgb, shot.lighting, noise)))
       classes = [sp.appearance.cls for sp in sprites]
       b, l, c = detect(classes, views, image_size, noise)
