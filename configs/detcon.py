@@ -27,16 +27,16 @@ Smoke run on the synthetic world:
 
   The tiny runs' encoder at 64 px: masks pool from the 4x4 block-4 grid, each cell
   weighted by how much of it the mask covers. Expected (docs/results.md, section 0; world
-  version 3): `class` 0.208 and 0.192 on world seeds 0 and 1 (random encoder 0.148),
-  position 0.79 and 0.77 (0.398); over two training seeds on three world seeds the
-  `class` gain is +0.053 ± 0.007 (+0.042 to +0.065).
+  version 3, not yet re-measured on version 4): `class` 0.208 and 0.192 on world seeds 0 and
+  1 (random encoder 0.148), position 0.79 and 0.77 (0.398); over two training seeds on three
+  world seeds the `class` gain is +0.053 ± 0.007 (+0.042 to +0.065).
 """
 
 import ml_collections
 
 from configs import common
 
-TINY_LR_MULTIPLIER = 1   # By the validation sweep on world version 3 (docs/results.md, section 0).
+TINY_LR_MULTIPLIER = 1   # The validation sweep, world versions 3 and 4 (docs/results.md).
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

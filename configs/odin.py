@@ -31,12 +31,13 @@ Smoke run on the synthetic world:
   At 64 px block 4 is 4 x 4: 16 cells in K = 4 clusters (the paper's ~6 cells per
   cluster, rounded so that every cluster can hold an object of the world's frames, which
   carry 1-4 objects over a background). The learning rate is DetCon's (x1 on world
-  version 3): the same objective, optimiser and heads with other masks; Odin's own
-  validation sweep chose DetCon's value on both world versions (`python
-  benchmarks/learning.py --sweep --runs=odin`: version 3, 0.178, 0.234, 0.208 at x0.25, 1,
-  4; version 2, 0.112, 0.162, 0.184). Expected (docs/results.md, section 0;
-  world version 3; about 5 min on 2 idle cores): `class` 0.236 and 0.227 on world seeds 0
-  and 1 (random encoder 0.148), position 0.87 (0.398). On version 2 (section 5, x4): 0.190
+  versions 3 and 4): the same objective, optimiser and heads with other masks; Odin's own
+  validation sweep chose DetCon's value on every world version (`python
+  benchmarks/learning.py --sweep --runs=odin`: version 4, 0.184, 0.244, 0.210 at x0.25, 1,
+  4; version 3, 0.178, 0.234, 0.208; version 2, 0.112, 0.162, 0.184). Expected
+  (docs/results.md, section 0; world version 3, not yet re-measured on version 4; about 5
+  min on 2 idle cores): `class` 0.236 and 0.227 on world seeds 0 and 1 (random encoder
+  0.148), position 0.87 (0.398). On version 2 (section 5, x4): 0.190
   and 0.173 (random encoder 0.128).
 """
 

@@ -20,7 +20,8 @@ The synthetic world's ceiling (the `supervised` row of benchmarks/learning.py):
   `class` task (rendered with seed 2; the probe's images use seed 1, so none is shared).
   What the encoder reaches when the labels of the probe's task are given: a method's row is
   read between the colour histogram and this one. Expected (docs/results.md, section 0;
-  world version 3, test split): 0.95 `class` accuracy at its swept learning rate (x4).
+  world version 3, test split; its labelled images have no shots, so version 4 leaves
+  them as they were): 0.95 `class` accuracy at its swept learning rate (x4).
 """
 
 import ml_collections

@@ -25,8 +25,8 @@ Smoke run on the synthetic world, rendered at 4 fps (about ten frames per 2.56 s
 
   python main.py --config=configs/vito.py:tiny --workdir=/tmp/vito_tiny
 
-  Expected (docs/results.md, section 0; world version 3): `class` 0.211 and 0.201 on world
-  seeds 0 and 1 (random encoder 0.148), position 0.75 (0.398).
+  Expected (docs/results.md, section 0; world version 3, not yet re-measured on version 4):
+  `class` 0.211 and 0.201 on world seeds 0 and 1 (random encoder 0.148), position 0.75 (0.398).
 
 Variants, comma-separated: a size ('' or 'tiny') and optionally 'no_attention' (global
 average pooling of the same two blocks instead of attention pooling; Figure B.2).
@@ -36,7 +36,7 @@ import ml_collections
 
 from configs import common
 
-TINY_LR_MULTIPLIER = 1   # The validation sweep, world versions 2 and 3 (docs/results.md, 0, 2).
+TINY_LR_MULTIPLIER = 1   # The validation sweep, world versions 2, 3 and 4 (docs/results.md).
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

@@ -34,7 +34,7 @@ import ml_collections
 
 from configs import common
 
-TINY_LR_MULTIPLIER = 1   # The validation sweep, world versions 2 and 3 (docs/results.md, 0, 2).
+TINY_LR_MULTIPLIER = 1   # The validation sweep, world versions 2, 3 and 4 (docs/results.md).
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

@@ -172,8 +172,12 @@ def test_each_ablation_switch_changes_only_its_keys(ablation, expected, size):
 def test_object_config_is_vivi_plus_the_object_level():
   base, obj = _flat(vivi.get_config('tiny')), _flat(vivi_obj.get_config('tiny'))
   diff = {k for k in base.keys() | obj.keys() if base.get(k) != obj.get(k)}
-  assert diff == {'input.max_boxes', 'objectives.object_triplet.weight',
-                  'objectives.object_triplet.margin'}
+  # The tiny learning rate is each config's own sweep's (world version 4: VIVI x1, + objects x4).
+  lr = 'schedule.base_learning_rate'
+  assert diff - {lr} == {'input.max_boxes', 'objectives.object_triplet.weight',
+                         'objectives.object_triplet.margin'}
+  assert obj[lr] / base[lr] == pytest.approx(vivi_obj.TINY_LR_MULTIPLIER / vivi.TINY_LR_MULTIPLIER)
+  assert (lr in diff) == (vivi_obj.TINY_LR_MULTIPLIER != vivi.TINY_LR_MULTIPLIER)
   c = vivi_obj.get_config()
   assert (c.objectives.object_triplet.weight, c.objectives.shot_infonce.weight) == (5.0, 0.04)
   assert (c.input.max_boxes, c.input.min_box_score) == (5, 0.05)
