@@ -26,10 +26,12 @@ Smoke run on the synthetic world:
   python main.py --config=configs/detcon.py:tiny --workdir=/tmp/detcon_tiny
 
   The tiny runs' encoder at 64 px: masks pool from the 4x4 block-4 grid, each cell
-  weighted by how much of it the mask covers. Expected (docs/results.md, section 0; world
-  version 3, not yet re-measured on version 4): `class` 0.208 and 0.192 on world seeds 0 and
-  1 (random encoder 0.148), position 0.79 and 0.77 (0.398); over two training seeds on three
-  world seeds the `class` gain is +0.053 ± 0.007 (+0.042 to +0.065).
+  weighted by how much of it the mask covers. Expected (docs/results.md, "Every method on
+  version 4"; world version 4, training seed 0; about 10 min on 2 idle cores of a machine
+  that runs the README's command in 8.6): `class` 0.192 and 0.225 on world seeds 0 and 1
+  (random encoder 0.150), position 0.78 and 0.79 (0.390). On version 3 (section 0), over
+  two training seeds on three world seeds, the `class` gain was +0.053 ± 0.007 (+0.042 to
+  +0.065).
 """
 
 import ml_collections
