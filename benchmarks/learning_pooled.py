@@ -5,7 +5,8 @@ r"""Each method's learning pooled over world seeds and training seeds, as a pape
   python benchmarks/learning_pooled.py --world_seeds=0,1,2 --seeds=0,1 --all_pairs
 
 The runs are `python benchmarks/learning.py --world_seed=W --seeds=S`'s (the same
-workdirs; any that is missing is run first, as that script would). For each row, every
+workdirs; any that is missing is run first, as that script would, unless `--finished_only`
+pools just the finished ones: an interim table while the rest run). For each row, every
 run's gain on `class` over *its own* encoder at initialisation (the training seed sets the
 initialisation), then over the n = worlds x training seeds runs: the mean gain ± its
 standard error (SD / sqrt(n): world, training and probe noise together, as a paper's "mean
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 import learning  # benchmarks/learning.py, beside this script.
 
@@ -109,6 +111,11 @@ def pairs_table(runs: dict[str, dict[tuple[int, int], dict]]) -> str:
   return '\n'.join(lines)
 
 
+def finished(root: str, world: int, key: str, seed: int) -> bool:
+  return os.path.exists(os.path.join(learning.workdir(root, world, key, seed),
+                                     'probe_results.json'))
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--world_seeds', default='0,1')
@@ -121,6 +128,10 @@ def main(argv=None) -> None:
   parser.add_argument('--out', help='write the Markdown tables here too')
   parser.add_argument('--all_pairs', action='store_true',
                       help='also print every two rows\' paired difference on `class`')
+  parser.add_argument('--finished_only', action='store_true',
+                      help='pool only the runs that have finished (their probe_results.json '
+                           'exists) instead of running the missing ones; each row and pair '
+                           'then counts its own runs')
   args = parser.parse_args(argv)
   worlds = [int(w) for w in args.world_seeds.split(',') if w]
   seeds = [int(s) for s in args.seeds.split(',') if s]
@@ -130,8 +141,10 @@ def main(argv=None) -> None:
     parser.error(f'unknown runs {unknown}; valid: {list(learning.RUNS)}')
   runs = {}
   for key in [k for k in learning.RUNS if k in keys]:   # The table's order.
-    runs[key] = {(world, seed): learning.run_seed(key, world, seed, args)
-                 for world in worlds for seed in seeds}
+    cells = [(world, seed) for world in worlds for seed in seeds
+             if not args.finished_only or finished(args.workdir_root, world, key, seed)]
+    if cells:
+      runs[key] = {cell: learning.run_seed(key, *cell, args) for cell in cells}
   text = (f'## `class` pooled over world seeds {",".join(map(str, worlds))} and training '
           f'seeds {",".join(map(str, seeds))} (probe seed {args.probe_seed})\n\n'
           f'{gains_table(runs)}\n\nGain over each run\'s own encoder at initialisation; ± the '

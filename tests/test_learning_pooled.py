@@ -2,6 +2,7 @@
 against NumPy written from their definitions (mean ± SD/sqrt(n), floored at the binomial
 error of n independent runs)."""
 
+import json
 import os
 import sys
 
@@ -56,3 +57,23 @@ def test_pairs_table_is_antisymmetric_and_marks_beyond_two_standard_errors():
   table = learning_pooled.pairs_table(runs).splitlines()
   assert '+0.120' in table[2] and '**' in table[2]
   assert '-0.120' in table[3] and '**' in table[3]
+
+
+def test_finished_only_pools_the_finished_runs_and_runs_nothing(tmp_path, monkeypatch, capsys):
+  finished = {('vivi', 0, 0): (0.30, 0.15), ('vivi', 1, 0): (0.26, 0.16),
+              ('vince', 0, 0): (0.20, 0.15)}           # vince on world 1 has not finished.
+  for (key, world, seed), (trained, init) in finished.items():
+    folder = learning.workdir(str(tmp_path), world, key, seed)
+    os.makedirs(folder)
+    with open(os.path.join(folder, 'probe_results.json'), 'w') as f:
+      json.dump(results(trained, init), f)
+
+  def no_training(*args, **kwargs):
+    raise AssertionError(f'a run was started: {args}')
+  monkeypatch.setattr(learning.subprocess, 'run', no_training)
+  learning_pooled.main(['--world_seeds=0,1', '--seeds=0', '--runs=vivi,vince',
+                        '--finished_only', f'--workdir_root={tmp_path}'])
+  rows = {line.split(' | ')[0].strip('| '): line for line in capsys.readouterr().out.splitlines()
+          if line.startswith('| VI')}
+  assert ' | 2 | +0.125 ± ' in rows['VIVI']            # (0.15 + 0.10) / 2 over its two runs.
+  assert ' | 1 | +0.050 ± inf' in rows['VINCE (multi-frame multi-pair)']
