@@ -66,8 +66,11 @@ RUNS = {
     'odin': ('Odin (discovered masks)', 'odin', 'tiny'),
     'supervised': ('supervised (labels of class)', 'supervised', 'tiny'),
 }
-# The methods whose learning rate the sweep sets (their ablations inherit it).
-SWEPT = ('vivi', 'vivi_obj', 'vince', 'vito', 'detcon', 'odin', 'moclr', 'supervised')
+# The methods whose learning rate the sweep sets; their ablations inherit it. Distillation is
+# swept as a method of its own: it trains VIVI with a classifier's soft labels and none of
+# the object level (no boxes), so neither VIVI's multiplier nor the object level's is its.
+SWEPT = ('vivi', 'vivi_obj', 'distill', 'vince', 'vito', 'detcon', 'odin', 'moclr',
+         'supervised')
 MULTIPLIERS = common.TINY_LR_MULTIPLIERS
 # Column: the probe metric it shows (configs/common.py: config.probe).
 COLUMNS = {**{t: f'linear_probe/synthetic/{t}/pre_logits' for t in common.PROBE_TASKS},
