@@ -166,6 +166,13 @@ def test_each_ablation_switch_changes_only_its_keys(ablation, expected, size):
   base = _flat(vivi_obj.get_config(size))
   changed = _flat(vivi_obj.get_config(f'{size},{ablation}' if size else ablation))
   diff = {k for k in base.keys() | changed.keys() if base.get(k) != changed.get(k)}
+  if size and ablation == 'distill':
+    # Its tiny learning rate is its own sweep's, not the object level's (configs/vivi_obj.py).
+    lr = 'schedule.base_learning_rate'
+    assert changed[lr] / base[lr] == pytest.approx(
+        vivi_obj.DISTILL_TINY_LR_MULTIPLIER / vivi_obj.TINY_LR_MULTIPLIER)
+    expected = expected | ({lr} if vivi_obj.DISTILL_TINY_LR_MULTIPLIER
+                           != vivi_obj.TINY_LR_MULTIPLIER else set())
   assert diff == expected
 
 
