@@ -69,7 +69,7 @@ def get_config(variant: str = ''):
   c.input.min_box_score = 0.05     # "We discard objects with detection score below 0.05".
   c.objectives.object_triplet = dict(weight=5.0, margin=0.5)       # omega = 5.
   c.objectives.shot_infonce.weight = 0.04                           # beta = 0.04.
-  if size:  # Its own learning rate by the tiny runs' rule; the ablations below share it.
+  if size:  # Its own learning rate by the tiny runs' rule; the ablations share it but distill.
     common.tiny_schedule(c, images_per_video=c.input.num_shots * c.input.frames_per_shot,
                          lr_multiplier=DISTILL_TINY_LR_MULTIPLIER if ablation == 'distill'
                          else TINY_LR_MULTIPLIER)

@@ -172,21 +172,6 @@ def test_tiny_runs_share_budget_optimiser_and_learning_rate_rule(name):
   assert _config(name).optimizer.name in ('sgd', 'lars')
 
 
-@pytest.mark.parametrize('ablation', ['random_boxes', 'random_labels', 'also_ce', 'ce_only',
-                                      'distill'])
-def test_object_level_ablations_share_its_learning_rate_but_distillation(ablation):
-  """Table 1's ablations train at the object level's swept multiplier; distillation keeps
-  none of the object level and has its own sweep's (configs/vivi_obj.py)."""
-  vivi_obj = importlib.import_module('configs.vivi_obj')
-  multiplier = (vivi_obj.DISTILL_TINY_LR_MULTIPLIER if ablation == 'distill'
-                else vivi_obj.TINY_LR_MULTIPLIER)
-  assert multiplier in common.TINY_LR_MULTIPLIERS
-  tiny = _config('vivi_obj', f'tiny,{ablation}')
-  assert tiny.schedule.base_learning_rate == common.TINY_LEARNING_RATE * multiplier
-  assert ('object_triplet' in tiny.objectives) == (ablation in ('random_boxes',
-                                                                 'random_labels', 'also_ce'))
-
-
 @pytest.mark.parametrize('variant', ['synthetic', 'quick', 'vtab', 'vtab_tiny', 'discovery',
                                      'probe', 'retrieval'])
 def test_every_evaluation_suite_passes_the_suites_own_check(variant):
