@@ -56,29 +56,41 @@ def test_preempted_and_resumed_run_equals_the_uninterrupted_run(module, tmp_path
                                   err_msg=jax.tree_util.keystr(path))
 
 
-# Saves step 1 of a state, then starts saving step 2 (asynchronously, ~200 MB) and is
-# killed -9 while that save is under way.
+# Saves step 1 of a state, then saves step 2 and is killed -9 at the worst moment of that
+# save: every array written to the temporary directory, the rename that commits it not yet
+# done. Killing at a wall-clock moment instead raced the asynchronous save (on a busy
+# machine the kill landed before orbax had created the temporary directory), so the kill is
+# placed by wrapping the commit itself (orbax's AtomicRenameTemporaryPath.finalize, the
+# default on a local file system; pinned orbax-checkpoint <0.13).
 KILLED_SAVE = r'''
 import os, signal, sys
 import jax.numpy as jnp, ml_collections
+from orbax.checkpoint._src.path import atomicity
 from vivi import checkpoint, train
+commit = atomicity.AtomicRenameTemporaryPath.finalize
+async def finalize_unless_step_2(self):
+  if self.get_final().name == '2':
+    os.kill(os.getpid(), signal.SIGKILL)
+  await commit(self)
+atomicity.AtomicRenameTemporaryPath.finalize = finalize_unless_step_2
 workdir = sys.argv[1]
 config = ml_collections.ConfigDict({'keep_checkpoints': 3, 'seed': 0})
 def state(step, value):
   return train.TrainState(step=jnp.asarray(step, jnp.int32),
-                          params={'w': jnp.full((50_000_000,), value, jnp.float32)},
+                          params={'w': jnp.full((1_000_000,), value, jnp.float32)},
                           batch_stats={}, opt_state={})
 mngr = checkpoint.manager(workdir, config)
 checkpoint.save(mngr, state(1, 1.0), config)
 mngr.wait_until_finished()
 checkpoint.save(mngr, state(2, 2.0), config)
-os.kill(os.getpid(), signal.SIGKILL)
+mngr.wait_until_finished()
 '''
 
 
 def test_a_save_killed_midway_never_restores(tmp_path):
   """Orbax writes to a temporary directory and renames it when complete: after a kill -9
-  during the save of step 2, the latest checkpoint is step 1 and it restores whole."""
+  between writing step 2 and committing it, the latest checkpoint is step 1 and it
+  restores whole."""
   import os
   import subprocess
   import sys
@@ -88,7 +100,10 @@ def test_a_save_killed_midway_never_restores(tmp_path):
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == -9, out.stderr[-2000:]
   left = os.listdir(os.path.join(workdir, 'checkpoints'))
-  assert any(d.startswith('2.orbax-checkpoint-tmp') for d in left), left  # Killed midway.
+  unfinished = [d for d in left if d.startswith('2.orbax-checkpoint-tmp')]
+  assert len(unfinished) == 1 and '2' not in left, left  # Killed before the commit...
+  written = os.listdir(os.path.join(workdir, 'checkpoints', unfinished[0]))
+  assert 'state' in written, written                      # ...with step 2 written.
   state, _, step = checkpoint.restore_training(workdir)
   assert step == 1
   assert float(np.asarray(state['params']['w']).min()) == 1.0 == float(
