@@ -25,10 +25,9 @@ x4 on version 4 (0.152, 0.172, 0.230; on the 8,000-image validation probe 0.170,
 0.241, a tie between x1 and x4). Expected (docs/results.md, "Every method on version 4";
 world version 4, training seed 0; about 9 min on 2 idle cores of a machine that runs the
 README's command in 8.6): `class` 0.186 and 0.181 on world seeds 0 and 1 (random encoder
-0.150), short of issue 14's +0.05, and +0.045 +- 0.009 over four runs (training seeds 0
-and 1 on both world seeds, "Two training seeds per method on version 4"); version 3
-(section 0) 0.175 and 0.206, +0.046 +- 0.007 over six runs; version 2 (section 5, x4) 0.151
-and 0.129.
+0.150), short of issue 14's +0.05, and +0.043 +- 0.007 over six runs (training seeds 0
+and 1 on world seeds 0, 1 and 2, "A third world on version 4"); version 3 (section 0) 0.175
+and 0.206, +0.046 +- 0.007 over six runs; version 2 (section 5, x4) 0.151 and 0.129.
 """
 
 import ml_collections

@@ -36,17 +36,18 @@ Smoke run on the synthetic world:
   method on version 4"; world version 4, training seed 0; about 9 min on 2 idle cores of a
   machine that runs the README's command in 8.6): `class` 0.192 and 0.170 on world seeds 0
   and 1 (random encoder 0.150), short of issue 14's +0.05; count 0.49 and 0.44 (0.284),
-  position 0.60 and 0.55 (0.390); +0.044 +- 0.009 over four runs (training seeds 0 and 1 on
-  both world seeds, "Two training seeds per method on version 4"). On version 3 (section 0):
+  position 0.60 and 0.55 (0.390); +0.046 +- 0.007 over six runs (training seeds 0 and 1 on
+  world seeds 0, 1 and 2, "A third world on version 4"). On version 3 (section 0):
   0.186 and 0.169; over two training seeds on three world seeds the gain was +0.037 ± 0.010
   (+0.006 to +0.072), within noise of VITO, DetCon and MoCLR and below VIVI (-0.051 ± 0.008,
   paired). What holds it back (docs/results.md, section 0, "what holds VINCE back" and the
   subsection after it): in part its positives, frames up to 15 s apart, share their video's
   background palette, which colour jitter does not remove (training videos whose shots each
   have a hue of their own: +0.022 ± 0.008 for VINCE, +0.010 ± 0.007 for the other methods,
-  validation); world version 4 makes that change, and its four runs are within noise of
-  version 3's (+0.007 +- 0.012 paired, another machine; the other methods' change +0.000 +-
-  0.004), so the shortcut it removed is not, or not only, what holds VINCE back. Not its
+  validation); world version 4 makes that change, and its six runs are within noise of
+  version 3's relative to the other methods (+0.009 +- 0.008 paired, another machine; the
+  other methods' change -0.000 +- 0.003), so the shortcut it removed is at most a small part
+  of what holds VINCE back. Not its
   augmentation, memory bank, temperature or learning rate.
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 3 row:

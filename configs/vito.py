@@ -28,9 +28,9 @@ Smoke run on the synthetic world, rendered at 4 fps (about ten frames per 2.56 s
   Expected (docs/results.md, "Every method on version 4"; world version 4, training seed
   0; about 10 min on 2 idle cores of a machine that runs the README's command in 8.6):
   `class` 0.211 and 0.220 on world seeds 0 and 1 (random encoder 0.150), position 0.75 and
-  0.78 (0.390); +0.072 +- 0.009 over four runs (training seeds 0 and 1 on both world
-  seeds, "Two training seeds per method on version 4"). Version 3 (section 0): 0.211 and
-  0.201; +0.058 +- 0.007 over six runs.
+  0.78 (0.390); +0.069 +- 0.007 over six runs (training seeds 0 and 1 on world seeds 0, 1
+  and 2, "A third world on version 4"). Version 3 (section 0): 0.211 and 0.201; +0.058 +-
+  0.007 over six runs.
 
 Variants, comma-separated: a size ('' or 'tiny') and optionally 'no_attention' (global
 average pooling of the same two blocks instead of attention pooling; Figure B.2).

@@ -27,9 +27,9 @@ Smoke run on the embedded synthetic world (a few minutes on 2 CPU cores):
   (docs/results.md, "Every method on version 4"; world version 4, training seed 0; about 8
   min on 2 idle cores of a machine that runs the README's command in 8.6): `class` 0.218
   and 0.224 on world seeds 0 and 1 (random encoder 0.150), count 0.64 (0.284), position
-  0.79 and 0.80 (0.390); +0.075 +- 0.009 over four runs (training seeds 0 and 1 on both
-  world seeds, "Two training seeds per method on version 4"); on version 3, +0.089 +- 0.008
-  over six runs.
+  0.79 and 0.80 (0.390); +0.075 +- 0.007 over six runs (training seeds 0 and 1 on world
+  seeds 0, 1 and 2, "A third world on version 4"); on version 3, +0.089 +- 0.008 over six
+  runs.
 
 Variants: '' (paper), 'tiny'. Any key can be overridden: --config.model.width=3.
 """

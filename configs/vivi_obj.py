@@ -31,8 +31,8 @@ Smoke run on the synthetic world (its simulated detector annotates 10 shape clas
   with the neighbour from another video (`object_nn/same_class_fraction_other_videos`)
   0.18-0.22 (random encoder 0.12). Another machine (docs/results.md, "Every method on
   version 4") took 8.6 min and gave 0.446 and 0.383 for training seed 0 (0.552 and 0.479 for
-  seed 1; +0.307 +- 0.032 over the four): runs differ across CPUs as they do across training
-  seeds.
+  seed 1; 0.442 and 0.442 on world seed 2; +0.300 +- 0.021 over the six, "A third world on
+  version 4"): runs differ across CPUs as they do across training seeds.
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 1 ablation:
   random_boxes      "Boxes at random coordinates"
