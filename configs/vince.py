@@ -47,8 +47,7 @@ Smoke run on the synthetic world:
   validation); world version 4 makes that change, and its six runs are within noise of
   version 3's relative to the other methods (+0.009 +- 0.008 paired, another machine; the
   other methods' change -0.000 +- 0.003), so the shortcut it removed is at most a small part
-  of what holds VINCE back. Not its
-  augmentation, memory bank, temperature or learning rate.
+  of what holds VINCE back. Not its augmentation, memory bank, temperature or learning rate.
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 3 row:
   same_frame    k=1, the positive is the anchor's frame augmented again ("Same Frame", MoCo)

@@ -251,9 +251,11 @@ def test_build_dataset_counts_and_restart(tmp_path):
   # runs it, in a fresh process: forked from this one, which runs JAX's threads, a worker
   # could deadlock on a lock another thread held.
   other = str(tmp_path / 'e')
-  subprocess.run([sys.executable, '-m', 'vivi.input.synthetic', '--out', other,
-                  '--num_videos=5', '--image_size=24', '--seed=3', '--videos_per_shard=2',
-                  '--workers=2'], cwd=REPO, capture_output=True, text=True, check=True)
+  out = subprocess.run([sys.executable, '-m', 'vivi.input.synthetic', '--out', other,
+                        '--num_videos=5', '--image_size=24', '--seed=3',
+                        '--videos_per_shard=2', '--workers=2'],
+                       cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
   assert [pathlib.Path(p).read_bytes() for p in m.shard_paths(other)] == before
   with pytest.raises(ValueError, match='different dataset'):
     synthetic.build_dataset(folder, **{**kw, 'seed': 4})
