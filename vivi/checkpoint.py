@@ -9,6 +9,7 @@ restored.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import functools
@@ -42,50 +43,52 @@ def save(mngr: ocp.CheckpointManager, state: Any, config: ml_collections.ConfigD
       config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))))
 
 
-# The input pipelines' positions: one tf.data iterator checkpoint per process and step, next
-# to the orbax checkpoint of the same step, so that a resumed run reads exactly the batches
-# the uninterrupted run would have read. It holds the shuffle buffers (tens of MB for the
-# tiny runs; shuffle_buffer x record size per host at scale).
+# The input pipelines' states: one file per pipeline, process and step, next to the orbax
+# checkpoint of the same step, so that a resumed run reads exactly the batches the
+# uninterrupted run would have read. A video pipeline's is its position in the host's
+# record order (vivi/input/record_order.py: a few integers); the labelled images' is
+# tf.data's iterator checkpoint.
 INPUT_DIR = 'input_state'
 
 
 def _process_dir() -> str:
-  # The process count is part of the name: a host's iterator state describes its own slice
+  # The process count is part of the name: a host's input state describes its own slice
   # of the shards (pipeline.host_shards), which another layout splits differently.
   return f'process_{jax.process_index()}_of_{jax.process_count()}'
 
 
-def _input_path(workdir: str, step: int) -> str:
-  return os.path.join(os.path.abspath(workdir), INPUT_DIR, str(step), _process_dir(),
-                      'iterators')
+def _input_prefix(workdir: str, step: int, name: str) -> str:
+  return os.path.join(os.path.abspath(workdir), INPUT_DIR, str(step), _process_dir(), name)
 
 
 def save_input(mngr: ocp.CheckpointManager, workdir: str, step: int,
                pipelines: dict[str, Any]) -> None:
-  """Writes this process's iterator states for `step` (call with the train state's save)
-  and deletes those of steps the manager no longer keeps."""
+  """Writes this process's input states for `step` (call with the train state's save) and
+  deletes those of steps the manager no longer keeps (and their folders, once empty)."""
   import tensorflow as tf
-  iterators = {name: p.tf_iterator() for name, p in pipelines.items() if p is not None}
-  tf.train.Checkpoint(**iterators).write(_input_path(workdir, step))
+  for name, p in pipelines.items():
+    if p is not None:
+      prefix = _input_prefix(workdir, step, name)
+      tf.io.gfile.makedirs(os.path.dirname(prefix))
+      p.save_state(prefix)
   root = os.path.join(os.path.abspath(workdir), INPUT_DIR)
   keep = set(mngr.all_steps()) | {step}
-  for name in os.listdir(root):
+  for name in tf.io.gfile.listdir(root):
+    name = name.rstrip('/')
     if name.isdigit() and int(name) not in keep:
       mine = os.path.join(root, name, _process_dir())
       if tf.io.gfile.exists(mine):
         tf.io.gfile.rmtree(mine)
+      with contextlib.suppress(OSError):   # Other processes' states may still be there.
+        os.rmdir(os.path.join(root, name))
 
 
 def restore_input(workdir: str, step: int, pipelines: dict[str, Any]) -> bool:
   """Moves the pipelines to where they were at `step`; False (and they start afresh) when
   that step has no saved input state for this process (e.g. another process count)."""
-  import tensorflow as tf
-  path = _input_path(workdir, step)
-  if not tf.io.gfile.exists(path + '.index'):
-    return False
-  iterators = {name: p.tf_iterator() for name, p in pipelines.items() if p is not None}
-  tf.train.Checkpoint(**iterators).read(path).assert_consumed()
-  return True
+  restored = [p.restore_state(_input_prefix(workdir, step, name))
+              for name, p in pipelines.items() if p is not None]
+  return all(restored)
 
 
 def abstract_like(state: Any) -> Any:

@@ -23,7 +23,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from vivi import checkpoint, optim, parallel, train, validation
+from vivi import checkpoint, optim, parallel, train, validation, workdir_lock
 from vivi.evaluate import baselines, suite, tables
 from vivi.input import records, sources
 
@@ -62,6 +62,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   saved = checkpoint.latest_config(workdir)
   if saved is not None:
     checkpoint.check_resume_config(saved[1], config, saved[0], workdir)
+  # One run per workdir; only the process that writes it holds the lock.
+  with workdir_lock.held(workdir, writer=jax.process_index() == 0):
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep accelerators for JAX.
   mesh = parallel.make_mesh()
   if jax.process_count() > 1:

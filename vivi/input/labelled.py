@@ -157,10 +157,22 @@ class LabelledPipeline(collections.abc.Iterator):
     return self
 
   def tf_iterator(self):
-    """The tf.data iterator behind this pipeline (checkpointed, as `HostPipeline`'s)."""
+    """The tf.data iterator behind this pipeline."""
     if self._iterator is None:
       self._iterator = iter(self.dataset)
     return self._iterator
+
+  def save_state(self, prefix: str) -> None:
+    """Writes the iterator's state (tf.data's own checkpoint: its shuffle buffer of encoded
+    images, or of indices for the synthetic tasks) to `prefix`*."""
+    tf.train.Checkpoint(images=self.tf_iterator()).write(prefix)
+
+  def restore_state(self, prefix: str) -> bool:
+    """Moves the iterator to `save_state`'s; False when there is none."""
+    if not tf.io.gfile.exists(prefix + '.index'):
+      return False
+    tf.train.Checkpoint(images=self.tf_iterator()).read(prefix).assert_consumed()
+    return True
 
   def __next__(self) -> dict[str, np.ndarray]:
     try:

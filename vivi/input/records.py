@@ -181,6 +181,9 @@ class Manifest:
   shards: list[str]                 # file names relative to the folder
   skipped: list[dict] = dataclasses.field(default_factory=list)  # {'video', 'reason'}
   soft_label_map: list[str] = dataclasses.field(default_factory=list)  # image/soft_label
+  # Videos in each shard, in `shards`' order (the input pipeline's record counts; empty:
+  # the pipeline counts them from the shards' record headers).
+  shard_videos: list[int] = dataclasses.field(default_factory=list)
   schema_version: int = SCHEMA_VERSION
   extra: dict = dataclasses.field(default_factory=dict)
 
@@ -214,6 +217,12 @@ class Manifest:
 
   def shard_paths(self, folder: str) -> list[str]:
     return [os.path.join(folder, s) for s in self.shards]
+
+  def shard_counts(self, folder: str) -> dict[str, int]:
+    """{shard path: videos in it} where the manifest says, else {}."""
+    if len(self.shard_videos) != len(self.shards):
+      return {}
+    return dict(zip(self.shard_paths(folder), self.shard_videos))
 
 
 def shard_name(k: int, n: int) -> str:

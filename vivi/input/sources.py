@@ -79,12 +79,12 @@ def make_input(config: ml_collections.ConfigDict,
       batch_size=config.input.batch_videos // jax.process_count(), seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       shuffle_buffer=config.data.shuffle_buffer,
-      # Epochs are reshuffled and the shuffle buffer mixes across them, so unusable videos
+      # Epochs are reshuffled and shuffle windows span them, so unusable videos
       # can follow each other across an epoch boundary: only a run far longer than an epoch
       # means that none is usable.
       max_consecutive_skips=(2 * source.manifest.counts['videos'] + config.data.shuffle_buffer
                              + 64),
-      fps=source.manifest.fps)
+      fps=source.manifest.fps, record_counts=source.manifest.shard_counts(source.folder))
 
 
 def make_labelled_input(config: ml_collections.ConfigDict, mesh):

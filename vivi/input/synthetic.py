@@ -644,6 +644,7 @@ def build_dataset(folder: str, *, num_videos: int, image_size: int, seed: int,
             for key in ('videos', 'shots', 'frames', 'boxes')}
   manifest = records.Manifest(label_map=list(CLASS_NAMES), fps=float(fps), detector='synthetic',
                               counts=counts, shards=names, extra={'generator': generator},
+                              shard_videos=[int(per_shard[k]['videos']) for k in range(n)],
                               soft_label_map=list(CLASS_NAMES))
   manifest.write(folder)
   return manifest

@@ -140,6 +140,7 @@ def finalize(plan: Plan) -> records.Manifest:
   manifest = records.Manifest(
       label_map=label_map, fps=plan.config.fps, detector=detector, counts=counts,
       shards=[s['shard'] for s in done if s['shard']],
+      shard_videos=[s['counts']['videos'] for s in done if s['shard']],
       skipped=[x for s in done for x in s['skipped']],
       extra={'prep': plan.config.as_dict()})
   if not manifest.shards:
