@@ -33,17 +33,6 @@ OUTPUT = flags.DEFINE_string('output', None, 'Where results go (default: <workdi
 CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/evaluate.py[:variant]')
 
 
-def _writable(path: str, flag: str) -> str:
-  """`path` as a folder this process can write (created if missing)."""
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    raise errors.PathError(f'{flag}: cannot create {path} ({e.strerror}); give --output') from None
-  if not os.access(path, os.W_OK | os.X_OK):
-    raise errors.PathError(f'{flag}: {path} is not writable; give --output=<a writable folder>')
-  return path
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -57,12 +46,15 @@ def main(argv):
                            'folder')
   if WORKDIR.value and not os.path.isdir(os.path.join(source, 'checkpoints')):
     raise errors.PathError(f'--workdir={source} has no checkpoints/: not a training workdir')
+  if ENCODER.value:
+    checkpoint.encoder_info(source)
   if CONFIG.value is None and not EXPORT.value:
     raise app.UsageError('nothing to do: give --config (and/or --export)')
   root = None
   if CONFIG.value is not None:
-    root = _writable(OUTPUT.value or os.path.join(source, 'eval'),
-                     '--output' if OUTPUT.value else f'{source}/eval')
+    root = cli.writable_folder(OUTPUT.value or os.path.join(source, 'eval'),
+                               '--output' if OUTPUT.value else
+                               f'{source}/eval (give --output=<a writable folder>)')
   parallel.initialize()
   logs.quiet_library_logs()
   mesh = parallel.make_mesh()

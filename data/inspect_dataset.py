@@ -9,9 +9,9 @@ timestamps, shot ids, shot boundaries and the boxes training keeps (see
 `vivi/prep/inspect_dataset.py`).
 """
 
-import argparse
 import os
 
+from vivi import cli, errors
 from vivi.prep import inspect_dataset
 
 DEFAULT_CONFIGS = ('vivi.py', 'vivi.py:tiny', 'vivi_obj.py', 'vince.py', 'vito.py',
@@ -22,12 +22,21 @@ def load_config(spec: str):
   """`configs/X.py[:variant]` (or `X.py[:variant]`) -> the config."""
   import importlib
   path, _, variant = spec.partition(':')
-  module = importlib.import_module('configs.' + os.path.splitext(os.path.basename(path))[0])
-  return module.get_config(variant)
+  name = os.path.splitext(os.path.basename(path))[0]
+  try:
+    module = importlib.import_module('configs.' + name)
+  except ModuleNotFoundError as e:
+    if e.name != f'configs.{name}':
+      raise
+    raise errors.ConfigError(f'--config {spec}: no config configs/{name}.py') from None
+  try:
+    return module.get_config(variant)
+  except ValueError as e:   # An unknown variant: the config says which exist.
+    raise errors.ConfigError(f'--config {spec}: {e}') from None
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description="Prints a dataset's statistics.")
+  parser = cli.ArgumentParser(description="Prints a dataset's statistics.")
   parser.add_argument('--dataset', required=True, help='dataset folder (with manifest.json)')
   parser.add_argument('--contact_sheet', help='PNG to write a contact sheet to')
   parser.add_argument('--num_videos', type=int, default=4, help='rows of the contact sheet')
@@ -41,9 +50,10 @@ def main(argv=None) -> None:
                       help='a training config (configs/X.py[:variant]) whose sampler to '
                            'check; repeatable (default: the methods\' configs)')
   args = parser.parse_args(argv)
-  print(inspect_dataset.format_statistics(inspect_dataset.statistics(args.dataset)), end='')
   specs = args.config or [f'configs/{c}' for c in DEFAULT_CONFIGS]
-  usable = inspect_dataset.usable_videos(args.dataset, {s: load_config(s) for s in specs})
+  configs = {s: load_config(s) for s in specs}
+  print(inspect_dataset.format_statistics(inspect_dataset.statistics(args.dataset)), end='')
+  usable = inspect_dataset.usable_videos(args.dataset, configs)
   print(inspect_dataset.format_usable(usable), end='')
   if args.contact_sheet:
     path = inspect_dataset.contact_sheet(
@@ -54,4 +64,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli.script(main)

@@ -6,7 +6,8 @@ Restartable: run it again with the same arguments after an interruption and only
 missing shards are rendered. (`python -m vivi.input.synthetic` is the same command.)
 """
 
+from vivi import cli
 from vivi.input import synthetic
 
 if __name__ == '__main__':
-  synthetic.main()
+  cli.script(synthetic.main)

@@ -21,11 +21,12 @@ import json
 import os
 import time
 
+from vivi import cli
 from vivi.prep import prepare, runner
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+  p = cli.ArgumentParser(description=__doc__.split('\n')[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--input', required=True, help='folder of video files (searched recursively)')
   p.add_argument('--output', required=True, help='dataset folder to write')
@@ -52,6 +53,8 @@ def main(argv=None) -> None:
   overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(prepare.PrepConfig)
                if getattr(args, f.name) is not None}
   cfg = prepare.PrepConfig.from_preset(args.preset, **overrides)
+  if '://' not in args.output:
+    cli.writable_folder(args.output, '--output')
   items = runner.find_videos(args.input, args.queries_csv)
   plan = runner.make_plan(items, args.output, cfg, args.videos_per_shard)
   print(f'{len(items)} videos in {len(plan.shards)} shards, {len(plan.pending())} to do; '
@@ -76,4 +79,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli.script(main)

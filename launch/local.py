@@ -21,6 +21,8 @@ import subprocess
 import sys
 import threading
 
+from vivi import cli, errors
+
 
 def _free_port() -> int:
   with socket.socket() as s:
@@ -73,7 +75,7 @@ def run(command: list[str], processes: int, devices_per_process: int,
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser = cli.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--processes', type=int, default=2)
   parser.add_argument('--devices_per_process', type=int, default=4)
   parser.add_argument('--port', type=int, default=0, help='coordinator port (0: any free)')
@@ -83,8 +85,10 @@ def main() -> None:
   command = args.command[1:] if args.command[:1] == ['--'] else args.command
   if not command:
     parser.error('give the script to run after --')
+  if not os.path.isfile(command[0]):
+    raise errors.MissingPathError(f'{command[0]}: no such script to run')
   sys.exit(run(command, args.processes, args.devices_per_process, args.port))
 
 
 if __name__ == '__main__':
-  main()
+  cli.script(main)

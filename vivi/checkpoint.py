@@ -259,7 +259,7 @@ def restore_training(workdir: str, step: int | None = None, mesh=None
   with _training_manager(workdir) as mngr:
     step = mngr.latest_step() if step is None else step
     if step is None or step not in mngr.all_steps():
-      raise FileNotFoundError(f'{workdir}: no checkpoint at step {step}; '
+      raise errors.MissingPathError(f'{workdir}: no checkpoint at step {step}; '
                               f'have {list(mngr.all_steps())}')
     sharding = parallel.replicated(mesh or parallel.make_mesh())
     tree = mngr.item_metadata(step).state
@@ -306,13 +306,24 @@ def export_encoder(encoder: Encoder, out_dir: str) -> str:
   return out_dir
 
 
+def encoder_info(path: str) -> dict:
+  """The `encoder.json` of an `export_encoder` folder (MissingPathError if it has none)."""
+  json_path = os.path.join(os.path.abspath(path), ENCODER_JSON)
+  if not os.path.exists(json_path):
+    raise errors.MissingPathError(f'{os.path.abspath(path)} is not an exported encoder: it has '
+                                  f'no {ENCODER_JSON}')
+  with open(json_path) as f:
+    try:
+      return json.load(f)
+    except ValueError as e:
+      raise errors.PathError(f'{json_path}: not valid JSON ({e}); export the encoder '
+                             'again') from None
+
+
 def load_encoder(path: str, mesh=None) -> Encoder:
   """Loads an `export_encoder` folder, replicated over `mesh` (default: all devices)."""
   path = os.path.abspath(path)
-  if not os.path.exists(os.path.join(path, ENCODER_JSON)):
-    raise FileNotFoundError(f'{path} is not an exported encoder: it has no {ENCODER_JSON}')
-  with open(os.path.join(path, ENCODER_JSON)) as f:
-    info = json.load(f)
+  info = encoder_info(path)
   module = video_model.build_encoder(info['model'])
   shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
                                               train=False))

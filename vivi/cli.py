@@ -1,17 +1,25 @@
-"""What the command-line entry points (`main.py`, `evaluate.py`) share.
+"""What the command-line entry points share: a user's error ends in one line, `error: ...`,
+and exit status 2; every other exception keeps its traceback, because it is a bug.
 
-`run(main)` is `absl.app.run` with two differences a user sees:
+`run(main)` (absl entry points: `main.py`, `evaluate.py`) is `absl.app.run` with two
+differences a user sees:
   - flag parsing names a wrong `--config.<key>` override and lists the keys that exist at
     that level of the config (as an unknown key in a config file does), and a config file
-    that fails to load reports its error in one line;
+    that is missing or fails to load reports its error in one line;
   - a `vivi.errors.UserError` raised anywhere in `main` (a bad config value, a missing
     path, an unusable dataset) ends the program with its message alone on stderr and exit
     status 2. Every other exception keeps its traceback: it is a bug.
+
+`script(main)` (argparse entry points: `data/*.py`, `launch/local.py`) does the same for a
+`main()` whose parser is an `ArgumentParser` of this module (its usage errors are one line
+too). `writable_folder` is the check of an output folder they share.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -37,11 +45,38 @@ def fail(message: str) -> None:
 def _guarded(main, argv):
   try:
     return main(argv)
-  except errors.UserError as e:
+  except (errors.UserError, app.UsageError) as e:
     fail(str(e))
 
 
+def script(main: Callable[[], None]) -> None:
+  """Runs an argparse entry point's `main()`, a UserError ending it in one line."""
+  _guarded(lambda argv: main(), sys.argv)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse's parser whose usage errors are one `error: ...` line and exit status 2."""
+
+  def error(self, message: str):
+    fail(f'{message} ({self.prog} --help lists the arguments)')
+
+
+def writable_folder(path: str, what: str) -> str:
+  """`path` as a folder this process can write (created if missing), or a PathError that
+  names `what` (the flag) and why."""
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise errors.PathError(f'{what}: cannot create {path} ({e.strerror})') from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise errors.PathError(f'{what}: {path} is not writable')
+  return path
+
+
 def parse_flags(argv: list[str]) -> list[str]:
+  missing = _missing_config_file(argv)
+  if missing:
+    fail(missing)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -81,6 +116,26 @@ def unknown_override(argv: list[str], flag: str = 'config') -> str | None:
       if message:
         return f'{arg}: {message}'
   return None
+
+
+def _missing_config_file(argv: list[str], flag: str = 'config') -> str | None:
+  """The message for a `--config=FILE[:variant]` whose FILE does not exist."""
+  value = _flag_value(argv, flag)
+  if value is None:
+    return None
+  path = value.split(':', 1)[0]
+  if os.path.isfile(path):
+    return None
+  folder = os.path.dirname(path) or '.'
+  known = sorted(f for f in os.listdir(folder) if f.endswith('.py') and _defines_config(
+      os.path.join(folder, f))) if os.path.isdir(folder) else []
+  where = f'; {folder} has {", ".join(known)}' if known else ''
+  return f'--{flag}={value}: no such config file {path}{where}'
+
+
+def _defines_config(path: str) -> bool:
+  with open(path) as f:
+    return 'def get_config(' in f.read()
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

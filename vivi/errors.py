@@ -1,9 +1,9 @@
 """Errors that are the user's to fix, not bugs.
 
-The command-line entry points (`main.py`, `evaluate.py`, through `vivi/cli.py`) print a
-`UserError`'s message alone and exit with status 2; any other exception keeps its traceback,
-because it is a bug. Raise one where the message says what to change: the config key, the
-path, the record.
+Every command-line entry point (`main.py`, `evaluate.py`, `data/*.py`, `launch/local.py`,
+through `vivi/cli.py`) prints a `UserError`'s message alone and exits with status 2; any
+other exception keeps its traceback, because it is a bug. Raise one where the message says
+what to change: the config key, the path, the record.
 """
 
 
@@ -21,6 +21,11 @@ class DatasetError(UserError, ValueError):
 
 class PathError(UserError, OSError):
   """A workdir, encoder or output folder that is missing, not a folder, or not writable."""
+
+
+class MissingPathError(PathError, FileNotFoundError):
+  """A folder or file that does not exist, or does not hold what it must (no checkpoint at
+  that step, no encoder.json, no videos)."""
 
 
 class NotPreparedError(UserError, FileNotFoundError):

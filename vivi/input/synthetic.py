@@ -80,7 +80,6 @@ Held-out downstream tasks (`DOWNSTREAM_TASKS`, `render_downstream`) live in
 
 from __future__ import annotations
 
-import argparse
 import colorsys
 import dataclasses
 import io
@@ -678,7 +677,8 @@ def ensure_dataset(cache_dir: str, *, num_videos: int, image_size: int, seed: in
 
 def main(argv: list[str] | None = None) -> None:
   """The command line: `python -m vivi.input.synthetic --out DIR --num_videos N ...`."""
-  parser = argparse.ArgumentParser(description='Builds a synthetic video dataset.')
+  from vivi import cli
+  parser = cli.ArgumentParser(description='Builds a synthetic video dataset.')
   parser.add_argument('--out', required=True, help='dataset folder to write')
   parser.add_argument('--num_videos', type=int, required=True)
   parser.add_argument('--image_size', type=int, required=True, help='square frame side, px')
@@ -687,6 +687,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--videos_per_shard', type=int, default=64)
   parser.add_argument('--workers', type=int, default=1, help='processes (one per shard)')
   args = parser.parse_args(argv)
+  cli.writable_folder(args.out, '--out')
   start = time.time()
   manifest = build_dataset(
       args.out, num_videos=args.num_videos, image_size=args.image_size, seed=args.seed,
@@ -696,4 +697,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  from vivi import cli
+  cli.script(main)

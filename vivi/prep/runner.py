@@ -18,6 +18,7 @@ import multiprocessing
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
+from vivi import errors
 from vivi.input import records
 from vivi.prep import prepare
 
@@ -55,7 +56,7 @@ def find_videos(input_dir: str, queries_csv: str = '') -> list[Item]:
   (e.g. videos/tabby_cat/x.mp4 -> 'tabby_cat'), or its row in `queries_csv` (`id,query`)."""
   from tensorflow.io import gfile
   if not gfile.isdir(input_dir):
-    raise FileNotFoundError(f'{input_dir} is not a folder of videos')
+    raise errors.MissingPathError(f'{input_dir} is not a folder of videos')
   items = []
   for root, _, files in gfile.walk(input_dir):
     for name in files:
@@ -68,7 +69,8 @@ def find_videos(input_dir: str, queries_csv: str = '') -> list[Item]:
       queries = dict(line.strip().split(',', 1) for line in f if ',' in line)
     items = [dataclasses.replace(i, query=queries.get(i.video_id, '')) for i in items]
   if not items:
-    raise FileNotFoundError(f'{input_dir} holds no video files ({", ".join(VIDEO_EXTENSIONS)})')
+    raise errors.MissingPathError(
+        f'{input_dir} holds no video files ({", ".join(VIDEO_EXTENSIONS)})')
   return sorted(items, key=lambda i: i.video_id)
 
 
