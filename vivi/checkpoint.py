@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fnmatch
 import functools
 import json
 import os
+import re
 from typing import Any
 
 import jax
@@ -157,7 +159,7 @@ def config_changes(saved: dict, config: ml_collections.ConfigDict
 
 def latest_config(workdir: str) -> tuple[int, dict] | None:
   """(step, config as saved) of the workdir's latest checkpoint, or None when it has none.
-  Creates nothing."""
+  Creates nothing; a checkpoint whose config cannot be read raises DamagedCheckpointError."""
   root = os.path.join(os.path.abspath(workdir), 'checkpoints')
   if not os.path.isdir(root):
     return None
@@ -165,8 +167,91 @@ def latest_config(workdir: str) -> tuple[int, dict] | None:
     step = mngr.latest_step()
     if step is None:
       return None
-    saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-  return step, saved
+    return step, _saved_config(mngr, step)
+
+
+def _saved_config(mngr: ocp.CheckpointManager, step: int) -> dict:
+  try:
+    return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+  except Exception as e:  # Any failure to read a committed step's JSON is damage.
+    raise DamagedCheckpointError(mngr.directory, step, e) from None
+
+
+# ---------------------------------------------------------------------------------------
+# Damaged checkpoints. Orbax commits a step by renaming its temporary folder, so a save cut
+# short is never seen; a committed step can still be damaged later (a disk that filled up,
+# a copy cut short, files removed). Resuming falls back to the newest checkpoint that
+# restores whole and moves each damaged one aside, to `damaged_checkpoints/<step>` in the
+# workdir (kept for a look, never deleted), with a warning naming the step and the error.
+# That loses only the steps since the older checkpoint: resume is exact, the input state
+# is saved per step, so the run recomputes them as they were. (Orbax and big_vision have
+# no fallback; they stop.) On several processes, which could see different damage, the
+# run stops instead with one line naming the step and what to do.
+
+DAMAGED_DIR = 'damaged_checkpoints'
+
+
+class DamagedCheckpointError(errors.PathError):
+  """A committed checkpoint that cannot be read whole; the message names step and error."""
+
+  def __init__(self, directory, step: int, cause: Exception):
+    self.step = step
+    self.reason = f'{type(cause).__name__}: {" ".join(str(cause).split())[:300]}'
+    super().__init__(f'the checkpoint at step {step} in {directory} is damaged ({self.reason})')
+
+
+def set_aside(workdir: str, step: int) -> str:
+  """Moves `checkpoints/<step>` to `damaged_checkpoints/<step>[.k]`; returns the new path."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(os.path.join(workdir, DAMAGED_DIR), exist_ok=True)
+  target, k = os.path.join(workdir, DAMAGED_DIR, str(step)), 0
+  while os.path.exists(target):
+    k += 1
+    target = os.path.join(workdir, DAMAGED_DIR, f'{step}.{k}')
+  os.replace(os.path.join(workdir, 'checkpoints', str(step)), target)
+  return target
+
+
+def fall_back(workdir: str, damage: DamagedCheckpointError, process_count: int) -> None:
+  """Sets the damaged step aside (one process), or stops naming it and what to do."""
+  if process_count > 1:
+    raise errors.PathError(
+        f'{damage}. Move {os.path.join(os.path.abspath(workdir), "checkpoints", str(damage.step))}'
+        f' to {os.path.join(os.path.abspath(workdir), DAMAGED_DIR)}/ and run again to resume '
+        f'from the checkpoint before it') from None
+  moved = set_aside(workdir, damage.step)
+  logging.warning('%s%s: moved it to %s; resuming from the newest checkpoint before it.',
+                  str(damage)[0].upper(), str(damage)[1:], moved)
+
+
+def no_space_message(error: BaseException, workdir: str) -> str | None:
+  """The one line for an error (or its causes) that is a full disk, naming the file being
+  written and what still resumes; None for any other error."""
+  seen = error
+  while seen is not None:
+    text = str(seen)
+    if (isinstance(seen, OSError) and seen.errno == errno.ENOSPC) or 'No space left' in text or (
+        'RESOURCE_EXHAUSTED' in text and 'writ' in text.lower()):
+      path = getattr(seen, 'filename', None) or next(iter(re.findall(r'"(/[^"]+)"', text)),
+                                                     None) or workdir
+      root = os.path.join(os.path.abspath(workdir), 'checkpoints')
+      steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) \
+          else []
+      kept = (f'the checkpoints already saved (steps {steps}) still resume: free space and run '
+              f'the same command') if steps else 'no checkpoint was saved yet'
+      return f'no space left on the device while writing {path}; {kept}'
+    seen = seen.__cause__ or seen.__context__
+  return None
+
+
+def resume_config(workdir: str) -> tuple[int, dict] | None:
+  """`latest_config` of the newest checkpoint whose config reads, damaged newer ones set
+  aside (see above)."""
+  while True:
+    try:
+      return latest_config(workdir)
+    except DamagedCheckpointError as damage:
+      fall_back(workdir, damage, jax.process_count())
 
 
 def check_resume_config(saved: dict, config: ml_collections.ConfigDict, step: int,
@@ -189,16 +274,47 @@ def check_resume_config(saved: dict, config: ml_collections.ConfigDict, step: in
 
 
 def restore_checked(mngr: ocp.CheckpointManager, state: Any, step: int) -> Any:
-  """`restore_latest` that turns a checkpoint whose structure does not fit `state` into a
-  ConfigError (a config change `check_resume_config` could not see)."""
+  """`restore_latest` that tells a checkpoint whose structure does not fit `state` (a
+  ConfigError: a config change `check_resume_config` could not see) from one that cannot be
+  read whole (DamagedCheckpointError): the latter does not restore by its own metadata
+  either."""
   try:
     restored, _ = restore_latest(mngr, state)
-  except (ValueError, KeyError, TypeError) as e:
+  except Exception as e:  # Tensorstore and orbax raise many kinds; the check below sorts them.
+    try:
+      _restore_by_metadata(mngr, step, jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    except Exception:
+      raise DamagedCheckpointError(mngr.directory, step, e) from None
     raise errors.ConfigError(
         f'the checkpoint at step {step} in {mngr.directory} does not fit the train state '
         f'this config builds ({type(e).__name__}: {str(e)[:300]}...); start a new --workdir'
     ) from None
   return restored
+
+
+def restore_whole(mngr: ocp.CheckpointManager, state: Any, workdir: str,
+                  config: ml_collections.ConfigDict) -> tuple[Any, int | None]:
+  """(state, step) of the newest checkpoint that restores whole into `state`'s structure,
+  damaged newer ones set aside (their fallback's config checked again); (state, None) when
+  none is left."""
+  while (step := mngr.latest_step()) is not None:
+    try:
+      return restore_checked(mngr, state, step), step
+    except DamagedCheckpointError as damage:
+      fall_back(workdir, damage, jax.process_count())
+      mngr.reload()
+      saved = resume_config(workdir)
+      if saved is not None:
+        check_resume_config(saved[1], config, saved[0], workdir)
+  return state, None
+
+
+def _restore_by_metadata(mngr: ocp.CheckpointManager, step: int, sharding) -> Any:
+  """The state of `step` as its own metadata describes it (not as a config would build it)."""
+  tree = mngr.item_metadata(step).state
+  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                          getattr(tree, 'tree', tree))
+  return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -261,13 +377,17 @@ def restore_training(workdir: str, step: int | None = None, mesh=None
     if step is None or step not in mngr.all_steps():
       raise errors.MissingPathError(f'{workdir}: no checkpoint at step {step}; '
                               f'have {list(mngr.all_steps())}')
-    sharding = parallel.replicated(mesh or parallel.make_mesh())
-    tree = mngr.item_metadata(step).state
-    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-                            getattr(tree, 'tree', tree))
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore()))
-  return restored.state, ml_collections.ConfigDict(restored.config), int(step)
+    try:
+      state = _restore_by_metadata(mngr, step,
+                                   parallel.replicated(mesh or parallel.make_mesh())).state
+      config = _saved_config(mngr, step)
+    except DamagedCheckpointError as damage:
+      raise errors.PathError(f'{damage}; pick another --step of {list(mngr.all_steps())}'
+                             ) from None
+    except Exception as e:
+      raise errors.PathError(f'{DamagedCheckpointError(mngr.directory, step, e)}; pick another '
+                             f'--step of {list(mngr.all_steps())}') from None
+  return state, ml_collections.ConfigDict(config), int(step)
 
 
 def restore_encoder(workdir: str, step: int | None = None, mesh=None) -> Encoder:

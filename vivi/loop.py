@@ -23,7 +23,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from vivi import checkpoint, optim, parallel, train, validation, workdir_lock
+from vivi import checkpoint, errors, optim, parallel, train, validation, workdir_lock
 from vivi.evaluate import baselines, suite, tables
 from vivi.input import records, sources
 
@@ -59,12 +59,18 @@ def init_probe_results(probe, state, workdir: str, resumed: bool) -> dict[str, f
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`; returns the final probe accuracies (trained and init)."""
   validation.check_run(config, workdir)  # Before anything is built or written.
-  saved = checkpoint.latest_config(workdir)
-  if saved is not None:
-    checkpoint.check_resume_config(saved[1], config, saved[0], workdir)
   # One run per workdir; only the process that writes it holds the lock.
   with workdir_lock.held(workdir, writer=jax.process_index() == 0):
-    return _train(config, workdir)
+    saved = checkpoint.resume_config(workdir)
+    if saved is not None:
+      checkpoint.check_resume_config(saved[1], config, saved[0], workdir)
+    try:
+      return _train(config, workdir)
+    except Exception as e:
+      full = checkpoint.no_space_message(e, workdir)
+      if full is None:
+        raise
+      raise errors.PathError(full) from None
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -90,89 +96,89 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   evaluators = suite.Suite(config.probe, mesh)
   probe = lambda state: evaluators(probe_encoder(model, state))
-  mngr = checkpoint.manager(workdir, config)
-  restored = mngr.latest_step()
-  # Computed before training touches (and donates) the state.
-  init_probe = init_probe_results(probe, state, workdir, resumed=bool(restored))
-  if restored:
-    state = checkpoint.restore_checked(mngr, state, restored)
-    logging.info('Resumed from the checkpoint at step %d in %s', restored, workdir)
-  else:
-    writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
-    writer.write_scalars(0, {f'probe_init/{k}': v for k, v in init_probe.items()})
-  start = restored or 0
+  with checkpoint.manager(workdir, config) as mngr:  # Closed (its saves joined) on errors too.
+    restored = mngr.latest_step()
+    # Computed before training touches (and donates) the state.
+    init_probe = init_probe_results(probe, state, workdir, resumed=bool(restored))
+    if restored:
+      state, restored = checkpoint.restore_whole(mngr, state, workdir, config)
+    if restored:
+      logging.info('Resumed from the checkpoint at step %d in %s', restored, workdir)
+    else:
+      writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+      writer.write_scalars(0, {f'probe_init/{k}': v for k, v in init_probe.items()})
+    start = restored or 0
 
-  logging.info('Compiling the train step and starting the input pipeline ...')
-  step_fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh, shardings)
-  host_input = sources.make_input(config, source) if source else None
-  batches = iter(host_input) if host_input else None
-  images = sources.make_labelled_input(config, mesh)
-  pipelines = {'videos': host_input, 'images': images}
-  if restored and not checkpoint.restore_input(workdir, restored, pipelines):
-    logging.warning('No input state saved with step %d for process %d of %d (the checkpoint '
-                    'was written by another process layout, or before input states were '
-                    'saved): the input starts afresh, so this run will not read what an '
-                    'uninterrupted one would.', restored, jax.process_index(),
-                    jax.process_count())
+    logging.info('Compiling the train step and starting the input pipeline ...')
+    step_fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh, shardings)
+    host_input = sources.make_input(config, source) if source else None
+    batches = iter(host_input) if host_input else None
+    images = sources.make_labelled_input(config, mesh)
+    pipelines = {'videos': host_input, 'images': images}
+    if restored and not checkpoint.restore_input(workdir, restored, pipelines):
+      logging.warning('No input state saved with step %d for process %d of %d (the checkpoint '
+                      'was written by another process layout, or before input states were '
+                      'saved): the input starts afresh, so this run will not read what an '
+                      'uninterrupted one would.', restored, jax.process_index(),
+                      jax.process_count())
 
-  def save(state, step):
-    checkpoint.save(mngr, state, config)
-    checkpoint.save_input(mngr, workdir, step, pipelines)
-  report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
-                                           writer=writer, every_steps=config.log_every_steps)
-  pending = []
-  guard = NonFiniteGuard(config.max_nonfinite_steps)
-  preemption = Preemption()
-  for step in range(start + 1, config.num_train_steps + 1):
-    with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      local = next(batches) if batches else {}
-      if images is not None:
-        local.update(next(images))
-      batch = parallel.global_batch(local, mesh)
-      state, metrics = step_fn(state, batch, step_rng)
-    pending.append(metrics)
-    report(step, time.time())
-    if step % config.log_every_steps == 0 or step == config.num_train_steps:
-      means = guard.summarise(jax.device_get(pending), step)
-      pending = []
-      if host_input:
-        means['input/videos_skipped'] = sum_over_processes(host_input.videos_skipped)
-      writer.write_scalars(step, means)
-    if preemption.reached(step):
-      preemption.close()
-      save(state, step)
-      mngr.wait_until_finished()
-      mngr.close()
-      writer.flush()
-      logging.warning('Pre-empted (SIGTERM): saved the checkpoint at step %d in %s; run the '
-                      'same command to resume.', step, workdir)
-      return {'preempted_at': step}
-    if step % config.checkpoint_every_steps == 0 and step != config.num_train_steps:
-      save(state, step)
-    if step % config.probe.every_steps == 0 and step != config.num_train_steps:
-      logging.info('Probing the encoder at step %d ...', step)
-      writer.write_scalars(step, {f'probe/{k}': v for k, v in probe(state).items()})
+    def save(state, step):
+      # The input state first: a step whose checkpoint committed always has it.
+      checkpoint.save_input(mngr, workdir, step, pipelines)
+      checkpoint.save(mngr, state, config)
+    report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
+                                             writer=writer, every_steps=config.log_every_steps)
+    pending = []
+    guard = NonFiniteGuard(config.max_nonfinite_steps)
+    preemption = Preemption()
+    for step in range(start + 1, config.num_train_steps + 1):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        local = next(batches) if batches else {}
+        if images is not None:
+          local.update(next(images))
+        batch = parallel.global_batch(local, mesh)
+        state, metrics = step_fn(state, batch, step_rng)
+      pending.append(metrics)
+      report(step, time.time())
+      if step % config.log_every_steps == 0 or step == config.num_train_steps:
+        means = guard.summarise(jax.device_get(pending), step)
+        pending = []
+        if host_input:
+          means['input/videos_skipped'] = sum_over_processes(host_input.videos_skipped)
+        writer.write_scalars(step, means)
+      if preemption.reached(step):
+        preemption.close()
+        save(state, step)
+        mngr.wait_until_finished()
+        writer.flush()
+        logging.warning('Pre-empted (SIGTERM): saved the checkpoint at step %d in %s; run the '
+                        'same command to resume.', step, workdir)
+        return {'preempted_at': step}
+      if step % config.checkpoint_every_steps == 0 and step != config.num_train_steps:
+        save(state, step)
+      if step % config.probe.every_steps == 0 and step != config.num_train_steps:
+        logging.info('Probing the encoder at step %d ...', step)
+        writer.write_scalars(step, {f'probe/{k}': v for k, v in probe(state).items()})
 
-  preemption.close()
-  if start < config.num_train_steps:
-    logging.info('Saving the checkpoint of step %d ...', config.num_train_steps)
-    save(state, config.num_train_steps)
-  logging.info('Probing the trained encoder ...')
-  final = probe(state)
-  writer.write_scalars(config.num_train_steps, {f'probe/{k}': v for k, v in final.items()})
-  mngr.wait_until_finished()
-  mngr.close()
-  writer.flush()
-  results = {'step': config.num_train_steps, 'split': config.probe.split, 'trained': final,
-             'init': init_probe, 'counts': evaluators.counts}
-  if final:
-    # The colour histogram through the same probes (evaluators that need a network skip).
-    results['reference'] = {'color_histogram': evaluators(baselines.ColourHistogram())}
-  if jax.process_index() == 0:
-    records.write_atomic(os.path.join(workdir, PROBE_RESULTS_FILE),
-                         json.dumps(results, indent=1))
-  _print_probes(results)
-  return results
+    preemption.close()
+    if start < config.num_train_steps:
+      logging.info('Saving the checkpoint of step %d ...', config.num_train_steps)
+      save(state, config.num_train_steps)
+    logging.info('Probing the trained encoder ...')
+    final = probe(state)
+    writer.write_scalars(config.num_train_steps, {f'probe/{k}': v for k, v in final.items()})
+    mngr.wait_until_finished()
+    writer.flush()
+    results = {'step': config.num_train_steps, 'split': config.probe.split, 'trained': final,
+               'init': init_probe, 'counts': evaluators.counts}
+    if final:
+      # The colour histogram through the same probes (evaluators that need a network skip).
+      results['reference'] = {'color_histogram': evaluators(baselines.ColourHistogram())}
+    if jax.process_index() == 0:
+      records.write_atomic(os.path.join(workdir, PROBE_RESULTS_FILE),
+                           json.dumps(results, indent=1))
+    _print_probes(results)
+    return results
 
 
 def sum_over_processes(count: int) -> int:
