@@ -27,10 +27,6 @@ from vivi import checkpoint, errors, optim, parallel, train, validation, workdir
 from vivi.evaluate import baselines, suite, tables
 from vivi.input import records, sources
 
-INIT_PROBE_FILE = 'probe_init.json'
-# The final probe table as JSON (trained, init, colour histogram, example counts).
-PROBE_RESULTS_FILE = 'probe_results.json'
-
 
 def probe_encoder(model, state) -> checkpoint.Encoder:
   """The encoder of a train state, as the evaluation suite takes it."""
@@ -45,7 +41,7 @@ def init_probe_results(probe, state, workdir: str, resumed: bool) -> dict[str, f
   """The probe of the encoder at initialisation: computed when the run starts from step 0
   and kept in the workdir, so a resumed run prints it without recomputing it. (Decided by
   `resumed`, which every process agrees on, not by the file: the probe is a collective.)"""
-  path = os.path.join(workdir, INIT_PROBE_FILE)
+  path = os.path.join(workdir, tables.INIT_PROBE_FILE)
   if resumed and tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path) as f:
       return json.load(f)
@@ -175,7 +171,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       # The colour histogram through the same probes (evaluators that need a network skip).
       results['reference'] = {'color_histogram': evaluators(baselines.ColourHistogram())}
     if jax.process_index() == 0:
-      records.write_atomic(os.path.join(workdir, PROBE_RESULTS_FILE),
+      records.write_atomic(os.path.join(workdir, tables.PROBE_RESULTS_FILE),
                            json.dumps(results, indent=1))
     _print_probes(results)
     return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vivi.evaluate import pictures
+from vivi.evaluate import pictures, tables
 
 
 def _write_events(folder, points: list[tuple[int, dict]], hparams=None) -> str:
@@ -77,6 +78,185 @@ def test_training_curves(tmp_path):
   array = pictures.training_curves(_fake_workdir(tmp_path), str(out))
   _check_png(out, array)
   assert array.shape[1] > array.shape[0]  # loss, 2 objectives, lr, 2 probes: a wide grid.
+
+
+# The probe metrics as the training loop names them (evaluator/dataset/feature), with the
+# values of a run's probe at initialisation, at steps 10 and 20, of the colour histogram
+# (linear probes only: object_nn needs a network) and each metric's number of examples.
+LP_CLASS = 'linear_probe/synthetic/class/pre_logits'
+LP_ORIENTATION = 'linear_probe/synthetic/orientation/pre_logits'
+LP_POSITION = 'linear_probe/synthetic/position/pre_logits'
+OBJECT_NN = 'object_nn/same_class_fraction_other_videos'
+INIT = {LP_CLASS: 0.15, LP_ORIENTATION: 0.16, LP_POSITION: 0.4, OBJECT_NN: 0.12}
+TRAINED = {10: {LP_CLASS: 0.35, LP_ORIENTATION: 0.27, LP_POSITION: 0.58, OBJECT_NN: 0.16},
+           20: {LP_CLASS: 0.49, LP_ORIENTATION: 0.28, LP_POSITION: 0.65, OBJECT_NN: 0.24}}
+COLOUR_HISTOGRAM = {LP_CLASS: 0.115, LP_ORIENTATION: 0.134, LP_POSITION: 0.187}
+COUNTS = {LP_CLASS: 1000, LP_ORIENTATION: 1000, LP_POSITION: 400, OBJECT_NN: 666}
+
+
+def _probe_workdir(tmp_path, finished: bool = True) -> str:
+  """A workdir as vivi/loop.py leaves it: event files with the probe at step 0 and during
+  training, probe_init.json, and once `finished` probe_results.json."""
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  _write_events(workdir, [
+      (0, {f'probe_init/{k}': v for k, v in INIT.items()}),
+      (5, {'loss': 2.0, 'shot_infonce/loss': 2.0, 'learning_rate': 1e-3}),
+      (10, {f'probe/{k}': v for k, v in TRAINED[10].items()}),
+      (15, {'loss': 1.0, 'shot_infonce/loss': 1.0, 'learning_rate': 5e-4}),
+      (20, {f'probe/{k}': v for k, v in TRAINED[20].items()}),
+  ])
+  (workdir / tables.INIT_PROBE_FILE).write_text(json.dumps(INIT))
+  if finished:
+    (workdir / tables.PROBE_RESULTS_FILE).write_text(json.dumps({
+        'step': 20, 'split': 'test', 'trained': TRAINED[20], 'init': INIT, 'counts': COUNTS,
+        'reference': {'color_histogram': COLOUR_HISTOGRAM}}))
+  return str(workdir)
+
+
+def _probe_axes(fig) -> dict:
+  """{metric: its panel} of a training-curves figure (a panel's label is its tag)."""
+  by_tag = {ax.get_label(): ax for ax in fig.axes}
+  assert {f'probe/{m}' for m in INIT} <= set(by_tag), sorted(by_tag)
+  return {m: by_tag[f'probe/{m}'] for m in INIT}
+
+
+def _reference_line(ax, label: str):
+  """The y of the panel's horizontal line whose legend label starts with `label`, or None."""
+  lines = [line for line in ax.get_lines() if line.get_label().startswith(label)]
+  if not lines:
+    return None
+  (line,) = lines
+  ys = np.asarray(line.get_ydata(), np.float64)
+  assert ys.min() == ys.max()  # Horizontal.
+  return ys[0]
+
+
+def _error_bars(ax) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(steps, centres, half-widths) of the panel's vertical error bars, from the drawn
+  segments (empty where the panel has none)."""
+  containers = [c for c in ax.containers if c.has_yerr]
+  if not containers:
+    return np.zeros(0), np.zeros(0), np.zeros(0)
+  (container,) = containers
+  (bars,) = container.lines[2]
+  segments = np.array(bars.get_segments())  # [points, 2 ends, (x, y)]
+  lo, hi = segments[:, :, 1].min(1), segments[:, :, 1].max(1)
+  return segments[:, 0, 0], (lo + hi) / 2, (hi - lo) / 2
+
+
+def test_training_curves_reference_lines(tmp_path):
+  fig = pictures.training_curves_figure(_probe_workdir(tmp_path))
+  try:
+    for metric, ax in _probe_axes(fig).items():
+      assert _reference_line(ax, 'at init') == pytest.approx(INIT[metric])
+      hist = _reference_line(ax, 'colour histogram')
+      if metric in COLOUR_HISTOGRAM:
+        assert hist == pytest.approx(COLOUR_HISTOGRAM[metric])
+      else:
+        assert hist is None  # No baseline for object_nn: none drawn.
+      legend = [t.get_text() for t in ax.get_legend().get_texts()]
+      assert legend[0].startswith('trained')
+      assert any(t.startswith('at init') for t in legend)
+      assert any(t.startswith('colour histogram') for t in legend) == (hist is not None)
+  finally:
+    pictures.plt.close(fig)
+
+
+def test_training_curves_error_bars_are_standard_errors(tmp_path):
+  fig = pictures.training_curves_figure(_probe_workdir(tmp_path))
+  try:
+    for metric, ax in _probe_axes(fig).items():
+      steps, centres, half_widths = _error_bars(ax)
+      np.testing.assert_array_equal(steps, [10, 20])
+      p = np.array([TRAINED[10][metric], TRAINED[20][metric]])
+      np.testing.assert_allclose(centres, p, rtol=1e-6)  # float32 event values.
+      np.testing.assert_allclose(half_widths, np.sqrt(p * (1 - p) / COUNTS[metric]), rtol=1e-5)
+  finally:
+    pictures.plt.close(fig)
+
+
+def test_training_curves_while_training(tmp_path):
+  """No probe_results.json yet: the picture still renders, with the encoder at
+  initialisation but neither error bars (the counts are unknown) nor the colour histogram."""
+  workdir = _probe_workdir(tmp_path, finished=False)
+  out = tmp_path / 'curves.png'
+  _check_png(out, pictures.training_curves(workdir, str(out)))
+  fig = pictures.training_curves_figure(workdir)
+  try:
+    for metric, ax in _probe_axes(fig).items():
+      assert len(_error_bars(ax)[0]) == 0
+      assert _reference_line(ax, 'colour histogram') is None
+      assert _reference_line(ax, 'at init') == pytest.approx(INIT[metric])
+      np.testing.assert_allclose(ax.get_lines()[0].get_ydata(),
+                                 [TRAINED[10][metric], TRAINED[20][metric]], rtol=1e-6)
+  finally:
+    pictures.plt.close(fig)
+
+
+def test_probe_references_fall_back_to_the_json_files(tmp_path):
+  """Without 'probe_init/...' scalars (events lost or not yet flushed) the encoder at
+  initialisation comes from probe_init.json; a workdir without any file has no references."""
+  workdir = _probe_workdir(tmp_path)
+  refs = pictures.probe_references(workdir, scalars={})
+  assert refs == {'init': INIT, 'color_histogram': COLOUR_HISTOGRAM, 'counts': COUNTS}
+  empty = pictures.probe_references(str(tmp_path), scalars={'probe_init/x': ([0], [0.5])})
+  assert empty == {'init': {'x': 0.5}, 'color_histogram': {}, 'counts': {}}
+
+
+def test_training_curves_before_the_first_scalar(tmp_path):
+  """Only probe_init.json (the run has probed its initial encoder, no events flushed yet):
+  the probe panels show the encoder at initialisation."""
+  (tmp_path / tables.INIT_PROBE_FILE).write_text(json.dumps(INIT))
+  fig = pictures.training_curves_figure(str(tmp_path))
+  try:
+    for metric, ax in _probe_axes(fig).items():
+      assert _reference_line(ax, 'at init') == pytest.approx(INIT[metric])
+  finally:
+    pictures.plt.close(fig)
+
+
+def test_training_curves_titles_do_not_overlap(tmp_path):
+  """Every panel title, rendered, lies inside the figure and clear of every other title."""
+  fig = pictures.training_curves_figure(_probe_workdir(tmp_path))
+  try:
+    fig.set_dpi(pictures.DPI)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    titles = [ax.title for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 3 + len(INIT)  # loss, objective, learning rate, the probes.
+    boxes = [t.get_window_extent(renderer) for t in titles]
+    figure = fig.bbox
+    for t, box in zip(titles, boxes):
+      assert (figure.x0 <= box.x0 and box.x1 <= figure.x1 and figure.y0 <= box.y0
+              and box.y1 <= figure.y1), t.get_text()
+    for i in range(len(boxes)):
+      for j in range(i + 1, len(boxes)):
+        assert not boxes[i].overlaps(boxes[j]), (titles[i].get_text(), titles[j].get_text())
+  finally:
+    pictures.plt.close(fig)
+
+
+def test_training_curves_titles_name_the_metric(tmp_path):
+  fig = pictures.training_curves_figure(_probe_workdir(tmp_path))
+  try:
+    firsts = {m: ax.get_title().split('\n')[0] for m, ax in _probe_axes(fig).items()}
+    assert firsts == {LP_CLASS: 'class', LP_ORIENTATION: 'orientation',
+                      LP_POSITION: 'position', OBJECT_NN: 'same class fraction other videos'}
+  finally:
+    pictures.plt.close(fig)
+
+
+def test_probe_titles_are_short_and_distinct():
+  titles = pictures.probe_titles([LP_CLASS, LP_ORIENTATION, OBJECT_NN, 'object_nn/abc'])
+  assert titles[LP_ORIENTATION].split('\n') == ['orientation',
+                                                'linear_probe synthetic/*/pre_logits']
+  assert titles[OBJECT_NN].split('\n') == ['same class fraction other videos', 'object_nn']
+  assert all(len(line) <= 40 for t in titles.values() for line in t.split('\n'))
+  # Metrics of different shapes keep their whole name; none shares another's title.
+  vtab = pictures.probe_titles(['vtab/mean', 'vtab/mean/natural', 'vtab/cifar100'])
+  assert len(set(vtab.values())) == 3
+  assert pictures.probe_titles(['class']) == {'class': 'class'}
 
 
 def test_tsne_plot(tmp_path):

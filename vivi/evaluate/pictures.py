@@ -1,22 +1,24 @@
 """The pictures researchers look at: training curves, t-SNE, nearest neighbours, attention.
 
 `training_curves` plots the scalars a run wrote to TensorBoard (losses, learning rate,
-probe accuracies against the encoder at initialisation); `tsne_plot` embeds features
-coloured by video and by class (Gordon et al., VINCE Figure 4); `neighbour_grid` shows
-each query's cosine nearest neighbours, at most one per video (VINCE Figure 3);
-`attention_figure` shows images above their VITO saliency overlays (Parthasarathy et al.,
-VITO Figure B.1); `segmentation_figure` shows frames beside their true object masks and
-their k-means segments (Hénaff et al., Odin, the talk's "k-means segmentation of CNN
-features" figure: image | human-annotated | clusters). Every function writes a PNG and
-returns the same picture as an RGB uint8 array [H, W, 3], ready for a TensorBoard image
-summary.
+probe accuracies with their standard errors against the encoder at initialisation and the
+colour histogram); `tsne_plot` embeds features coloured by video and by class (Gordon et
+al., VINCE Figure 4); `neighbour_grid` shows each query's cosine nearest neighbours, at
+most one per video (VINCE Figure 3); `attention_figure` shows images above their VITO
+saliency overlays (Parthasarathy et al., VITO Figure B.1); `segmentation_figure` shows
+frames beside their true object masks and their k-means segments (Hénaff et al., Odin,
+the talk's "k-means segmentation of CNN features" figure: image | human-annotated |
+clusters). Every function writes a PNG and returns the same picture as an RGB uint8 array
+[H, W, 3], ready for a TensorBoard image summary.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import textwrap
 
 import matplotlib
 
@@ -25,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from vivi.evaluate import knn  # noqa: E402
+from vivi.evaluate import knn, tables  # noqa: E402
 
 DPI = 120
 
@@ -104,46 +106,141 @@ def _maybe_log(ax, values: np.ndarray) -> None:
     ax.set_yscale('log')
 
 
-def training_curves(workdir: str, out_png: str) -> np.ndarray:
-  """Grid of panels: loss, each '<objective>/loss', learning rate, each probe task."""
+def _read_json(path: str) -> dict:
+  """The JSON object in `path`, or {} where there is none (a run still training has no
+  probe_results.json yet)."""
+  import tensorflow as tf
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def probe_references(workdir: str, scalars: dict) -> dict[str, dict[str, float]]:
+  """What the probe panels draw besides the trained encoder's points, each {metric: value}
+  ('linear_probe/synthetic/class/pre_logits': ...) and holding only the metrics known:
+
+    'init'              the encoder at initialisation: the 'probe_init/<metric>' scalar,
+                        else the workdir's probe_init.json, else probe_results.json's 'init';
+    'color_histogram'   the colour-histogram baseline of probe_results.json (written at the
+                        end of training; evaluators that need a network have none);
+    'counts'            each metric's number of held-out examples, from probe_results.json,
+                        for the standard errors (none while the run is still training).
+  """
+  results = _read_json(os.path.join(workdir, tables.PROBE_RESULTS_FILE))
+  init = {**results.get('init', {}),
+          **_read_json(os.path.join(workdir, tables.INIT_PROBE_FILE))}
+  init.update({t.split('/', 1)[1]: v[-1] for t, (_, v) in scalars.items()
+               if t.startswith('probe_init/')})
+  return {'init': init,
+          'color_histogram': results.get('reference', {}).get('color_histogram', {}),
+          'counts': results.get('counts', {})}
+
+
+def _wrap(text: str, width: int) -> str:
+  """`text` in lines of at most `width` characters, broken at spaces and after a '/'."""
+  lines = textwrap.wrap(text.replace('/', '/ '), width)  # A space: a break point.
+  return '\n'.join(line.replace('/ ', '/') for line in lines)
+
+
+def probe_titles(metrics: list[str], width: int = 34) -> dict[str, str]:
+  """{metric: panel title}: the part that tells an evaluator's metrics apart ('orientation'
+  of 'linear_probe/synthetic/orientation/pre_logits'), then the evaluator with the parts
+  its metrics share ('linear_probe synthetic/*/pre_logits'), each wrapped to `width`
+  characters, so that the titles of neighbouring panels never run into each other."""
+  groups: dict[str, list[list[str]]] = {}
+  for m in metrics:
+    evaluator, _, rest = m.partition('/')
+    groups.setdefault(evaluator, []).append(rest.split('/') if rest else [])
+  titles = {}
+  for evaluator, names in groups.items():
+    # A part is shared when every metric of the evaluator has it, at the same place.
+    same_shape = len(names) > 1 and len({len(n) for n in names}) == 1
+    shared = [same_shape and len({n[i] for n in names}) == 1 for i in range(len(names[0]))]
+    for parts in names:
+      own = '/'.join(p for p, s in zip(parts, shared) if not s) if same_shape else '/'.join(parts)
+      context = '/'.join(p if s else '*' for p, s in zip(parts, shared)) if any(shared) else ''
+      if own:
+        lines = [_wrap(own.replace('_', ' '), width), _wrap(f'{evaluator} {context}', width + 6)]
+      else:  # A metric named by its evaluator alone.
+        lines = [_wrap(evaluator.replace('_', ' '), width)]
+      titles['/'.join([evaluator] + parts)] = '\n'.join(lines)
+  return titles
+
+
+def _probe_panel(ax, metric: str, scalars: dict, references: dict) -> None:
+  """The trained encoder's probe points over steps, with standard errors where the example
+  counts are known, and the encoder at initialisation and the colour histogram as
+  horizontal lines where they are known. The errors are binomial, as in the final table:
+  exact for the linear probes' accuracies, rough for object_nn's shares and object
+  discovery's (see suite.object_discovery_eval)."""
+  n = references['counts'].get(metric)
+  if f'probe/{metric}' in scalars:
+    steps, values = scalars[f'probe/{metric}']
+    # The ± the final table prints (tables.format_table), so picture and table agree.
+    errors = None if n is None else np.array([tables.standard_error(v, n) for v in values])
+    label = f'trained {values[-1]:.3f}' + ('' if errors is None else f' ± {errors[-1]:.3f}')
+    ax.errorbar(steps, values, yerr=errors, marker='o', ms=4, lw=1.5, capsize=3, label=label)
+  if metric in references['init']:
+    init = references['init'][metric]
+    ax.axhline(init, ls='--', color='gray', label=f'at init {init:.3f}')
+  if metric in references['color_histogram']:
+    hist = references['color_histogram'][metric]
+    ax.axhline(hist, ls=':', color='tab:red', label=f'colour histogram {hist:.3f}')
+  handles, labels = ax.get_legend_handles_labels()
+  first = sorted(range(len(labels)), key=lambda i: not labels[i].startswith('trained'))
+  ax.legend([handles[i] for i in first], [labels[i] for i in first], fontsize=6.5, loc='best',
+            framealpha=0.8)
+  evaluator = metric.split('/', 1)[0]
+  ax.set_ylabel('accuracy' if evaluator in ('linear_probe', 'knn') else 'score', fontsize=8)
+
+
+def training_curves_figure(workdir: str):
+  """The figure `training_curves` writes, left open (for tests to inspect its axes): a grid
+  of panels, the total loss, each '<objective>/loss', the learning rate, then one panel per
+  probe metric (see `_probe_panel`), all on one step axis; each panel's label (`get_label`)
+  is its scalar's tag ('probe/<metric>' for the probes)."""
   scalars = read_scalars(workdir)
+  references = probe_references(workdir, scalars)
   objectives = sorted(t for t in scalars if t.endswith('/loss') and not t.startswith('probe'))
-  tasks = sorted({t.split('/', 1)[1] for t in scalars if t.startswith(('probe/', 'probe_init/'))})
-  panels = [('loss', 'total loss')] + [(t, t) for t in objectives]
-  panels += [('learning_rate', 'learning rate')] + [(f'probe/{t}', f'probe: {t}') for t in tasks]
-  panels = [(tag, title) for tag, title in panels
-            if tag in scalars or tag.startswith('probe/')]
+  metrics = sorted({t.split('/', 1)[1] for t in scalars if t.startswith(('probe/', 'probe_init/'))}
+                   | set(references['init']))
+  titles = probe_titles(metrics)
+  panels = [('loss', 'total loss')] + [(t, _wrap(t, 30)) for t in objectives]
+  panels += [('learning_rate', 'learning rate')]
+  panels = [(tag, title) for tag, title in panels if tag in scalars]
+  panels += [(f'probe/{m}', titles[m]) for m in metrics]
   if not panels:
     raise ValueError(f'no scalars to plot in {workdir}')
   cols = min(4, len(panels))
   rows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
-  last_step = max(1, max(int(steps[-1]) for steps, _ in scalars.values()))
+  fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows + 0.4), squeeze=False,
+                           layout='constrained')
+  last_step = max([1] + [int(steps[-1]) for steps, _ in scalars.values()])
   for ax, (tag, title) in zip(axes.flat, panels):
-    probe = tag.startswith('probe/')
-    if tag in scalars:
+    ax.set_label(tag)  # Not drawn: names the panel for whoever inspects the figure.
+    if tag.startswith('probe/'):
+      _probe_panel(ax, tag.split('/', 1)[1], scalars, references)
+    else:
       steps, values = scalars[tag]
-      ax.plot(steps, values, marker='o' if len(steps) < 10 else None, ms=4, lw=1.5,
-              label=f'trained {values[-1]:.3f}' if probe else None)
-      if not probe:
-        _maybe_log(ax, values)
-    if probe and tag.replace('probe/', 'probe_init/') in scalars:
-      init = scalars[tag.replace('probe/', 'probe_init/')][1][-1]
-      ax.axhline(init, ls='--', color='gray', label=f'at init {init:.3f}')
-    if probe:
-      ax.legend(fontsize=7, loc='best')
+      ax.plot(steps, values, marker='o' if len(steps) < 10 else None, ms=4, lw=1.5)
+      _maybe_log(ax, values)
+      ax.set_ylabel('loss' if 'loss' in tag else title, fontsize=8)
     # One step axis for every panel, so probes line up with the losses under them.
     ax.set_xlim(0, last_step * 1.03)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel('step', fontsize=8)
-    ax.set_ylabel('accuracy' if probe else 'loss' if 'loss' in title else title, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
   for ax in axes.flat[len(panels):]:
     ax.axis('off')
   fig.suptitle(f'Training curves: {os.path.basename(os.path.normpath(workdir))}', fontsize=12)
-  fig.tight_layout()
-  return _finish(fig, out_png)
+  return fig
+
+
+def training_curves(workdir: str, out_png: str) -> np.ndarray:
+  """`training_curves_figure` of the workdir, written to `out_png`."""
+  return _finish(training_curves_figure(workdir), out_png)
 
 
 # ---------------------------------------------------------------------------------------

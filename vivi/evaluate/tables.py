@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import math
 
+# What a training run leaves in its workdir about its probes (vivi/loop.py writes them, the
+# training-curves picture reads them): the encoder at initialisation, and the final table as
+# JSON (trained, init, colour histogram, example counts).
+INIT_PROBE_FILE = 'probe_init.json'
+PROBE_RESULTS_FILE = 'probe_results.json'
+
 
 def standard_error(accuracy: float, n: int) -> float:
   """Binomial standard error of an accuracy measured on n independent examples."""
