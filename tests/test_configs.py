@@ -172,8 +172,8 @@ def test_tiny_runs_share_budget_optimiser_and_learning_rate_rule(name):
   assert _config(name).optimizer.name in ('sgd', 'lars')
 
 
-@pytest.mark.parametrize('variant', ['synthetic', 'quick', 'vtab', 'vtab_tiny', 'discovery',
-                                     'probe', 'retrieval'])
+@pytest.mark.parametrize('variant', ['synthetic', 'synthetic_full', 'quick', 'vtab',
+                                     'vtab_tiny', 'discovery', 'probe', 'retrieval'])
 def test_every_evaluation_suite_passes_the_suites_own_check(variant):
   from vivi.evaluate import suite
   config = _config('evaluate', variant)

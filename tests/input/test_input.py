@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tests import helpers
+from vivi import errors
 from vivi.input import augment, objects, pipeline, records, vivi_sampler
 
 SIZE = 16
@@ -271,3 +272,31 @@ def test_transform_boxes_clips_and_keeps_centre_inside():
   # y: (30-20)/60 = 1/6 .. (90-20)/60 > 1 -> clipped to 1; x: 1/6 .. 0.5.
   np.testing.assert_allclose(out[0], [1 / 6, 1 / 6, 1.0, 0.5], rtol=1e-5)
   assert valid.numpy().tolist() == [True]
+
+
+def test_a_restored_pipeline_reads_on_where_the_saved_one_was(tmp_path):
+  files = _write(tmp_path, [[_video(f's{s}v{i}', [6, 7, 5] if i % 3 else [2]) for i in range(5)]
+                            for s in range(3)])    # Every third video unusable: skipped.
+  sampler = vivi_sampler.ViviSampler(num_shots=2, frames_per_shot=3,
+                                     augment=augment.AugmentConfig(image_size=SIZE))
+  make = lambda **kw: pipeline.make_pipeline(files, sampler, batch_size=3, seed=0,
+                                             shuffle_buffer=4, **kw)
+  straight = iter(make())
+  first = [next(straight) for _ in range(4)]
+  p = make()
+  it = iter(p)
+  for _ in range(2):
+    next(it)
+  prefix = str(tmp_path / 'state' / 'videos')
+  os.makedirs(os.path.dirname(prefix))
+  p.save_state(prefix)
+  assert os.path.getsize(prefix + '.json') < 400
+  resumed = make()
+  assert resumed.restore_state(prefix) and resumed.videos_skipped == p.videos_skipped > 0
+  for a, b in zip(first[2:], iter(resumed)):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  other = pipeline.make_pipeline(files, sampler, batch_size=3, seed=0, shuffle_buffer=8)
+  with pytest.raises(errors.DatasetError, match=r"another record order \(\['window'\]"):
+    other.restore_state(prefix)
+  assert not make().restore_state(str(tmp_path / 'nothing'))

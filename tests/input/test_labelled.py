@@ -179,3 +179,15 @@ def test_augment_image_is_per_seed_and_keeps_the_source():
   assert len({o.tobytes() for o in outs}) == 4
   again = augment.augment_image(image, tf.constant([0, 2], tf.int64), CFG).numpy()
   np.testing.assert_array_equal(outs[2], again)
+
+
+def test_a_restored_stream_reads_on_where_the_saved_one_was(tmp_path):
+  straight = _synthetic(seed=1)
+  expected = _take(straight, 5)[3:]
+  saved = _synthetic(seed=1)
+  _take(saved, 3)
+  saved.save_state(str(tmp_path / 'images'))
+  resumed = _synthetic(seed=1)
+  assert resumed.restore_state(str(tmp_path / 'images'))
+  assert _same(expected, _take(resumed, 2))
+  assert not _synthetic(seed=1).restore_state(str(tmp_path / 'nothing'))
