@@ -113,8 +113,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pipelines = {'videos': host_input, 'images': images}
     if restored and not checkpoint.restore_input(workdir, restored, pipelines):
       logging.warning('No input state saved with step %d for process %d of %d (the checkpoint '
-                      'was written by another process layout, or before input states were '
-                      'saved): the input starts afresh, so this run will not read what an '
+                      'was written by another process layout, or with input states of '
+                      'another kind): the input starts afresh, so this run will not read what an '
                       'uninterrupted one would.', restored, jax.process_index(),
                       jax.process_count())
 
