@@ -45,9 +45,8 @@ def measure(buffers: list[int], hosts: list[int], batches: int) -> list[dict]:
       it = iter(p)
       batch = [next(it) for _ in range(batches)][-1]
       with tempfile.TemporaryDirectory() as workdir:
-        config.keep_checkpoints = 3
         with checkpoint.manager(workdir, config) as mngr:
-          checkpoint.save_input(mngr, workdir, batches, {'videos': p})
+          checkpoint.save_input(mngr, workdir, batches, {'videos': p}, keep=3)
         state = _bytes_under(os.path.join(workdir, checkpoint.INPUT_DIR))
       rows.append({'hosts': count, 'shuffle_buffer': buffer, 'state_bytes': state,
                    'record_bytes': round(record_bytes),

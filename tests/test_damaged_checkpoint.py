@@ -107,11 +107,12 @@ def test_evaluating_a_damaged_step_names_it(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_resumed_past_a_damaged_checkpoint_ends_as_the_undamaged_one(tmp_path):
-  """Training to step 6 (checkpoints at 3 and 6), then the files of step 6 truncated and the
-  run started again: it resumes from 3 and recomputes 4-6 exactly."""
+  """Training to step 6 (checkpoints at 2, 4 and 6, the last two kept with their input
+  states), then the files of step 6 truncated and the run started again: it resumes from 4
+  and recomputes 5 and 6 exactly."""
   from configs import vivi_obj
   config = vivi_obj.get_config('tiny')
-  config.num_train_steps, config.checkpoint_every_steps = 6, 3
+  config.num_train_steps, config.checkpoint_every_steps, config.keep_checkpoints = 6, 2, 2
   config.schedule.warmup_steps = 2
   config.data.cache_dir = str(tmp_path / 'cache')
   config.data.synthetic.num_videos, config.data.synthetic.image_size = 24, 32
@@ -121,10 +122,13 @@ def test_a_run_resumed_past_a_damaged_checkpoint_ends_as_the_undamaged_one(tmp_p
   config.probe.evaluators.object_discovery.num_videos = 0
   workdir = str(tmp_path / 'work')
   loop.train_and_evaluate(config, workdir)
+  kept = lambda folder: sorted(os.listdir(os.path.join(workdir, folder)))
+  assert kept('checkpoints') == kept(checkpoint.INPUT_DIR) == ['4', '6']
   whole, _, _ = checkpoint.restore_training(workdir)
   _damage(workdir, 6, '**/*', 'truncate')
   loop.train_and_evaluate(config, workdir)
   again, _, step = checkpoint.restore_training(workdir)
-  assert step == 6 and os.listdir(os.path.join(workdir, checkpoint.DAMAGED_DIR)) == ['6']
+  assert step == 6 and kept(checkpoint.DAMAGED_DIR) == ['6']
+  assert kept('checkpoints') == kept(checkpoint.INPUT_DIR) == ['4', '6']
   for x, y in zip(jax.tree.leaves(whole), jax.tree.leaves(again), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

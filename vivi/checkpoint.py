@@ -64,9 +64,10 @@ def _input_prefix(workdir: str, step: int, name: str) -> str:
 
 
 def save_input(mngr: ocp.CheckpointManager, workdir: str, step: int,
-               pipelines: dict[str, Any]) -> None:
-  """Writes this process's input states for `step` (call with the train state's save) and
-  deletes those of steps the manager no longer keeps (and their folders, once empty)."""
+               pipelines: dict[str, Any], keep: int) -> None:
+  """Writes this process's input states for `step` (call before the train state's save of
+  `step`) and deletes those of the steps the manager will not keep once it has saved `step`,
+  the newest `keep` (`config.keep_checkpoints`), and their folders once empty."""
   import tensorflow as tf
   for name, p in pipelines.items():
     if p is not None:
@@ -74,7 +75,7 @@ def save_input(mngr: ocp.CheckpointManager, workdir: str, step: int,
       tf.io.gfile.makedirs(os.path.dirname(prefix))
       p.save_state(prefix)
   root = os.path.join(os.path.abspath(workdir), INPUT_DIR)
-  keep = set(mngr.all_steps()) | {step}
+  keep = set(sorted(set(mngr.all_steps()) | {step})[-keep:])
   for name in tf.io.gfile.listdir(root):
     name = name.rstrip('/')
     if name.isdigit() and int(name) not in keep:

@@ -120,7 +120,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     def save(state, step):
       # The input state first: a step whose checkpoint committed always has it.
-      checkpoint.save_input(mngr, workdir, step, pipelines)
+      checkpoint.save_input(mngr, workdir, step, pipelines, config.keep_checkpoints)
       checkpoint.save(mngr, state, config)
     report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                              writer=writer, every_steps=config.log_every_steps)
