@@ -85,7 +85,7 @@ def main() -> None:
   command = args.command[1:] if args.command[:1] == ['--'] else args.command
   if not command:
     parser.error('give the script to run after --')
-  if not os.path.isfile(command[0]):
+  if not command[0].startswith('-') and not os.path.isfile(command[0]):  # Not -c or -m.
     raise errors.MissingPathError(f'{command[0]}: no such script to run')
   sys.exit(run(command, args.processes, args.devices_per_process, args.port))
 
