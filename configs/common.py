@@ -6,19 +6,20 @@ checkpoints and the synthetic-world probe. Method configs add `input`, `objectiv
 import ml_collections
 
 # The tiny runs (variant 'tiny'): every method on the synthetic world with the same encoder,
-# image size and budget (`tiny_schedule`), so that their rows in benchmarks/learning.py
-# compare. The encoder was chosen by benchmarks/tiny_encoder.py (docs/results.md, section 1).
+# image size and budget (`tiny_schedule`), so that their rows in the learning benchmark
+# (`python -m projects.synthetic_world.learning`) compare. The encoder was chosen by the
+# tiny-encoder study (projects/synthetic_world/): the papers' ResNet at 48 px cannot learn the
+# world's shapes even with labels, so this one downsamples by pooling and runs at 64 px.
 TINY_IMAGES_PER_STEP = 96   # Images through the online encoder per step, every method.
 TINY_STEPS = 1000
 TINY_IMAGE_SIZE = 64
 TINY_MODEL = dict(depth=14, width=0.25, stem='small', stem_stride=2, downsample='pool')
 # The tiny runs' optimiser and schedule, the same for every method, not the papers' (SGD or
-# LARS at the linear-scaling rule): measured in 1,000 steps of 96 images (docs/results.md,
-# section 2), SGD at 4x the rule trains this encoder *with labels* to 0.15 validation class
-# accuracy and AdamW to 0.33 under the same schedule. The learning rate is
-# TINY_LEARNING_RATE (AdamW's in benchmarks/tiny_encoder.py) times the method's
+# LARS at the linear-scaling rule): in 1,000 steps of 96 images SGD, even at 4x the rule,
+# trains this encoder *with labels* far less than AdamW does under the same schedule. The
+# learning rate is TINY_LEARNING_RATE (AdamW's in the tiny-encoder study) times the method's
 # TINY_LR_MULTIPLIER, chosen from TINY_LR_MULTIPLIERS on the probe's validation split by
-# `python benchmarks/learning.py --sweep`; cosine decay after a 5% linear warm-up.
+# `python -m projects.synthetic_world.learning --sweep`; cosine decay after a 5% warm-up.
 TINY_OPTIMIZER = dict(name='adamw', momentum=0.9, nesterov=False, weight_decay=1e-4)
 TINY_LEARNING_RATE = 2e-3
 TINY_LR_MULTIPLIERS = (0.25, 1, 4)
@@ -26,15 +27,13 @@ TINY_WARMUP_STEPS = 50
 # The synthetic world's held-out tasks every run probes (vivi/input/synthetic_tasks.py).
 PROBE_TASKS = ('class', 'count', 'position', 'orientation', 'size')
 # The probe's object discovery (vivi/evaluate/discovery.py) on the representation the
-# objectives train: block 4, not upsampled. Measured at the tiny size (64 px: blocks 3 and 4
-# are 4x4 maps, block 2 is 8x8; docs/results.md, "Object discovery"): upsampling block 4
-# (bilinear, x2 or x4) raised no trained encoder's ABO; blocks 1-2 of an encoder at
-# initialisation already segment by colour (ABO 0.28-0.29 and 0.21-0.22, above most
-# trained encoders), so there the evaluation would measure colour, not learning; block 4
-# at initialisation scores what a fixed grid of K blocks scores (0.13), a clean zero.
+# objectives train: block 4, not upsampled. At the tiny size (64 px: blocks 3 and 4 are 4x4
+# maps, block 2 is 8x8) upsampling block 4 (bilinear, x2 or x4) raises no trained encoder's
+# ABO; blocks 1-2 of an encoder at initialisation already segment by colour, better than
+# most trained encoders, so there the evaluation would measure colour, not learning; block 4
+# at initialisation scores what a fixed grid of K blocks scores, a clean zero.
 # K = 5: the world's MAX_CAST (4) objects per frame and the background. 60 videos x 4
-# frames (~500 objects): ~6 s for the first probe pass (rendering, compiling), ~0.4 s for
-# each later one, on 2 CPU cores shared with a training run.
+# frames (about 500 objects) keep each probe pass to seconds on a CPU.
 OBJECT_DISCOVERY = dict(num_videos=60, frames_per_video=4, num_clusters=5, num_iterations=10,
                         feature='block4', upsample=1)
 
@@ -78,7 +77,7 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   # object nearest-neighbour diagnostic of Romijnders et al. Table 2 on held-out videos,
   # and Odin's object discovery (k-means segments of block 4 vs the true object masks).
   # split='validation' scores on held-out training images and never renders the test split
-  # (for choosing hyper-parameters: benchmarks/learning.py --sweep).
+  # (for choosing hyper-parameters: python -m projects.synthetic_world.learning --sweep).
   # The evaluators are the evaluation suite's (vivi/evaluate/suite.py, configs/evaluate.py):
   # set a linear probe's datasets to () or object_nn's or object_discovery's num_videos to 0
   # to switch it off.
@@ -141,6 +140,6 @@ def tiny_schedule(c: ml_collections.ConfigDict, *, images_per_video: int,
                     warmup_steps=TINY_WARMUP_STEPS)
   if 'target_network' in c:
     # A target that averages over 1/(1 - m) steps must follow the online network within a
-    # tiny run: 0.999 (MoCo) would leave it at its initialisation (measured: VINCE's loss
-    # then stays at chance), so 0.99 (a 100-step horizon) for every tiny run.
+    # tiny run: 0.999 (MoCo) would leave it at its initialisation (VINCE's loss then stays
+    # at chance), so 0.99 (a 100-step horizon) for every tiny run.
     c.target_network.momentum = 0.99

@@ -26,20 +26,15 @@ Smoke run on the synthetic world:
   python main.py --config=configs/detcon.py:tiny --workdir=/tmp/detcon_tiny
 
   The tiny runs' encoder at 64 px: masks pool from the 4x4 block-4 grid, each cell
-  weighted by how much of it the mask covers. Expected (docs/results.md, "Every method on
-  version 4"; world version 4, training seed 0; about 10 min on 2 idle cores of a machine
-  that runs the README's command in 8.6): `class` 0.192 and 0.225 on world seeds 0 and 1
-  (random encoder 0.150), position 0.78 and 0.79 (0.390); +0.062 +- 0.007 over six runs
-  (training seeds 0 and 1 on world seeds 0, 1 and 2, "A third world on version 4"), above
-  MoCLR by +0.019 +- 0.008 paired. On version 3 (section 0), over the same six seeds, the
-  `class` gain was +0.053 ± 0.007 (+0.042 to +0.065).
+  weighted by how much of it the mask covers.
+  Expected result: projects/synthetic_world/results.md, 'Gains per method'.
 """
 
 import ml_collections
 
 from configs import common
 
-TINY_LR_MULTIPLIER = 1   # The validation sweep, world versions 3 and 4 (docs/results.md).
+TINY_LR_MULTIPLIER = 1   # Chosen by the validation sweep (configs/common.py).
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

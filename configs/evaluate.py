@@ -16,8 +16,7 @@ Variants:
              discovery (Odin: k-means segments of block 4 vs true object masks, ABO and
              object recovery, with its picture), frame-to-video retrieval, and the pictures
              (training curves, t-SNE, nearest-neighbour grid, VITO attention when the run
-             has it). Under 4 minutes on 2 CPU cores (results.md lists each evaluator's
-             wall time).
+             has it). Each run's results.md lists every evaluator's wall time.
   synthetic_full  the same with the VTAB protocol on three synthetic tasks (class, count,
              orientation), median of 3 runs, batch 64: about three times as long.
   quick      the same without VTAB-1k.
@@ -36,18 +35,18 @@ Variants:
              x0.01 (settings of 100 and 25 steps), batch 32, one run, the task's
              label-preserving augmentation, BatchNorm statistics re-estimated after each
              fine-tuning (25-100 steps are too few for running averages of momentum 0.99).
-             About 1.5 min on 2 CPU cores. With --random_init (the encoder `model` at
-             initialisation, VTAB's from-scratch baseline) it checks the machinery and
-             measures nothing: accuracies stay at chance (measured: 10.6% test).
+             With --random_init (the encoder `model` at initialisation, VTAB's from-scratch
+             baseline) it checks the machinery and measures nothing: accuracies stay at
+             chance.
   discovery  the training probe's object discovery alone (configs/common.py OBJECT_DISCOVERY,
-             probe seed 1), with its picture: for runs made before the probe had it
-             (docs/results.md, Odin's rows).
+             probe seed 1), with its picture: e.g. for a run whose probe had it switched
+             off.
   probe      the training probe's linear probes alone (pooled block 4, the five synthetic
              tasks): e.g. a finished run's checkpoint on the validation split
              (--config.split=validation) to compare training settings without the test split.
   retrieval  frame-to-video retrieval alone (the suite's settings): how much of a frame's
              video (its background, camera path, cast) the encoder keeps, e.g. to
-             see what an image-level objective learned (docs/results.md, MoCLR's rows).
+             see what an image-level objective learned.
 Results: <workdir>/eval/step_<N>/{results.md, <evaluator>.json, *.png} and TensorBoard
 (or under --output).
 """

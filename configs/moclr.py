@@ -17,17 +17,11 @@ are DetCon_B's, from the same group's code base.
       --config.data.dataset=/path/to/records
   python main.py --config=configs/moclr.py:tiny --workdir=/tmp/moclr_tiny
 
-The tiny run is the learning benchmark's MoCLR row; its learning rate is DetCon's (x1 on
-world versions 3 and 4), the same objective and optimiser. MoCLR's own validation sweep
-(`python benchmarks/learning.py --sweep --runs=moclr`) chose DetCon's value on versions 2
-and 3 (version 3: 0.162, 0.242, 0.190 at x0.25, 1, 4; version 2: 0.112, 0.124, 0.132) and
-x4 on version 4 (0.152, 0.172, 0.230; on the 8,000-image validation probe 0.170, 0.236,
-0.241, a tie between x1 and x4). Expected (docs/results.md, "Every method on version 4";
-world version 4, training seed 0; about 9 min on 2 idle cores of a machine that runs the
-README's command in 8.6): `class` 0.186 and 0.181 on world seeds 0 and 1 (random encoder
-0.150), short of issue 14's +0.05, and +0.043 +- 0.007 over six runs (training seeds 0
-and 1 on world seeds 0, 1 and 2, "A third world on version 4"); version 3 (section 0) 0.175
-and 0.206, +0.046 +- 0.007 over six runs; version 2 (section 5, x4) 0.151 and 0.129.
+The tiny run is the learning benchmark's MoCLR row; its learning rate is DetCon's, the same
+objective and optimiser. MoCLR's own validation sweep (`python -m
+projects.synthetic_world.learning --sweep --runs=moclr`) does not tell DetCon's value from
+x4 apart on a large validation probe, so it keeps DetCon's.
+Expected result: projects/synthetic_world/results.md, 'Gains per method'.
 """
 
 import ml_collections

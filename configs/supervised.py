@@ -11,7 +11,7 @@ prepared in the user's TFDS data dir, nothing is downloaded):
   0.1 x 1024 / 256 = 0.4 after a 5-epoch warm-up, x0.1 at epochs 30, 60 and 80 of 90,
   weight decay 1e-4; Inception crops and flips (the co-training augmentation).
 
-The synthetic world's ceiling (the `supervised` row of benchmarks/learning.py):
+The synthetic world's ceiling (the `supervised` row of the learning benchmark):
 
   python main.py --config=configs/supervised.py:tiny --workdir=/tmp/supervised_tiny
 
@@ -19,9 +19,8 @@ The synthetic world's ceiling (the `supervised` row of benchmarks/learning.py):
   run (configs/common.py: tiny_schedule), trained on 10,000 labelled images of the world's
   `class` task (rendered with seed 2; the probe's images use seed 1, so none is shared).
   What the encoder reaches when the labels of the probe's task are given: a method's row is
-  read between the colour histogram and this one. Expected (docs/results.md, section 0;
-  world version 3, test split; its labelled images have no shots, so version 4 leaves
-  them as they were): 0.95 `class` accuracy at its swept learning rate (x4).
+  read between the colour histogram and this one.
+  Expected result: projects/synthetic_world/results.md (the supervised ceiling).
 """
 
 import ml_collections
@@ -29,7 +28,7 @@ import ml_collections
 from configs import common
 
 IMAGENET_EPOCH = 1_281_167
-TINY_LR_MULTIPLIER = 4   # The validation sweep, world versions 2 and 3 (docs/results.md, 0, 2).
+TINY_LR_MULTIPLIER = 4   # Chosen by the validation sweep (configs/common.py).
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -58,8 +57,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
                          lr_multiplier=TINY_LR_MULTIPLIER)
     c.labelled.batch_size = common.TINY_IMAGES_PER_STEP
     c.input.batch_videos = 1
-    # Flips only, the recipe with which benchmarks/tiny_encoder.py chose the tiny encoder
-    # (0.84 validation accuracy in this budget; with crops of 25-100% of the image, which cut
-    # the centred object, 0.60 on the test split): the ceiling is the best labelled run.
+    # Flips only, the recipe with which the tiny-encoder study chose the tiny encoder: crops
+    # of 25-100% of the image cut the centred object and train a weaker classifier, and the
+    # ceiling is the best labelled run.
     c.input.crop_area = (1.0, 1.0)
   return c

@@ -32,22 +32,12 @@ Smoke run on the synthetic world:
 
   The tiny runs' encoder, image size, budget and optimiser (configs/common.py), crops
   covering at least 25% of the frame, k=4 frames of 24 videos per step, a queue of 128
-  keys. Prints the probe table (trained vs init). Expected (docs/results.md, "Every
-  method on version 4"; world version 4, training seed 0; about 9 min on 2 idle cores of a
-  machine that runs the README's command in 8.6): `class` 0.192 and 0.170 on world seeds 0
-  and 1 (random encoder 0.150), short of issue 14's +0.05; count 0.49 and 0.44 (0.284),
-  position 0.60 and 0.55 (0.390); +0.046 +- 0.007 over six runs (training seeds 0 and 1 on
-  world seeds 0, 1 and 2, "A third world on version 4"). On version 3 (section 0):
-  0.186 and 0.169; over two training seeds on three world seeds the gain was +0.037 ± 0.010
-  (+0.006 to +0.072), within noise of VITO, DetCon and MoCLR and below VIVI (-0.051 ± 0.008,
-  paired). What holds it back (docs/results.md, section 0, "what holds VINCE back" and the
-  subsection after it): in part its positives, frames up to 15 s apart, share their video's
-  background palette, which colour jitter does not remove (training videos whose shots each
-  have a hue of their own: +0.022 ± 0.008 for VINCE, +0.010 ± 0.007 for the other methods,
-  validation); world version 4 makes that change, and its six runs are within noise of
-  version 3's relative to the other methods (+0.009 +- 0.008 paired, another machine; the
-  other methods' change -0.000 +- 0.003), so the shortcut it removed is at most a small part
-  of what holds VINCE back. Not its augmentation, memory bank, temperature or learning rate.
+  keys. Prints the probe table (trained vs init).
+  Expected result: projects/synthetic_world/results.md, 'Gains per method'.
+  Its positives are frames up to 15 s apart, half of them in another shot; a palette shared
+  by a whole video would let them match on the background, which colour jitter does not
+  remove, so the synthetic world gives each shot's background a palette of its own
+  (vivi/input/synthetic.py).
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 3 row:
   same_frame    k=1, the positive is the anchor's frame augmented again ("Same Frame", MoCo)
@@ -61,7 +51,7 @@ import ml_collections
 from configs import common
 
 ROWS = ('same_frame', 'multi_frame')
-TINY_LR_MULTIPLIER = 1  # The validation sweep, world versions 3 and 4 (docs/results.md).
+TINY_LR_MULTIPLIER = 1  # Chosen by the validation sweep (configs/common.py).
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -100,7 +90,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.objectives.vince.embedding_dim = 64  # ... and its 64-d embedding.
     # The paper's queue holds 65,536 keys of ~240k R2V2 videos; at the same ratio the
     # 400-video world gets 128. A queue of 1,024 would hold several keys of every video,
-    # the anchor's own video among them as negatives (measured: the loss then drifts to
-    # chance and the embeddings collapse, cosine 0.96 between any two).
+    # the anchor's own video among them as negatives (the loss then drifts to chance and
+    # the embeddings collapse).
     c.objectives.vince.memory_size = 128
   return c

@@ -25,12 +25,7 @@ Smoke run on the synthetic world, rendered at 4 fps (about ten frames per 2.56 s
 
   python main.py --config=configs/vito.py:tiny --workdir=/tmp/vito_tiny
 
-  Expected (docs/results.md, "Every method on version 4"; world version 4, training seed
-  0; about 10 min on 2 idle cores of a machine that runs the README's command in 8.6):
-  `class` 0.211 and 0.220 on world seeds 0 and 1 (random encoder 0.150), position 0.75 and
-  0.78 (0.390); +0.069 +- 0.007 over six runs (training seeds 0 and 1 on world seeds 0, 1
-  and 2, "A third world on version 4"). Version 3 (section 0): 0.211 and 0.201; +0.058 +-
-  0.007 over six runs.
+  Expected result: projects/synthetic_world/results.md, 'Gains per method'.
 
 Variants, comma-separated: a size ('' or 'tiny') and optionally 'no_attention' (global
 average pooling of the same two blocks instead of attention pooling; Figure B.2).
@@ -40,7 +35,7 @@ import ml_collections
 
 from configs import common
 
-TINY_LR_MULTIPLIER = 1   # The validation sweep, world versions 2, 3 and 4 (docs/results.md).
+TINY_LR_MULTIPLIER = 1   # Chosen by the validation sweep (configs/common.py).
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

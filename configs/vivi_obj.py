@@ -24,15 +24,7 @@ Smoke run on the synthetic world (its simulated detector annotates 10 shape clas
 
   The tiny VIVI run of configs/vivi.py plus the object level. Prints the probe table and
   the object nearest-neighbour fraction (Table 2) at initialisation and at the end.
-  Expected (docs/results.md, "World version 4"; about 4 min on an idle 2-core machine,
-  probes included, plus ~25 s to build the world on first use): `class` 0.484, 0.564, 0.506
-  on world seed 0 and 0.462, 0.472, 0.547 on world seed 1 for training seeds 0, 1, 2
-  (+0.350 +- 0.016 over each seed's random encoder, 0.148-0.163); the object NN fraction
-  with the neighbour from another video (`object_nn/same_class_fraction_other_videos`)
-  0.18-0.22 (random encoder 0.12). Another machine (docs/results.md, "Every method on
-  version 4") took 8.6 min and gave 0.446 and 0.383 for training seed 0 (0.552 and 0.479 for
-  seed 1; 0.442 and 0.442 on world seed 2; +0.300 +- 0.021 over the six, "A third world on
-  version 4"): runs differ across CPUs as they do across training seeds.
+  Expected result: projects/synthetic_world/results.md, 'Gains per method'.
 
 Variants, comma-separated: a size ('' or 'tiny') and at most one Table 1 ablation:
   random_boxes      "Boxes at random coordinates"
@@ -53,11 +45,9 @@ from configs import common, vivi
 ABLATIONS = ('random_boxes', 'random_labels', 'also_ce', 'ce_only', 'distill')
 
 
-# The validation sweep (docs/results.md, "World version 4"; sections 0 and 2): x1 on world
-# versions 2 and 3; x4 on version 4 (0.280, 0.458, 0.496 at x0.25, 1, 4). The ablations share
-# it but distillation, which keeps none of the object level (no boxes; VIVI + a classifier's
-# soft labels) and is swept as a method of its own (benchmarks/learning.py: SWEPT): x1 on
-# version 4 (0.240, 0.290, 0.176).
+# Chosen by the validation sweep (configs/common.py). The ablations share it but
+# distillation, which keeps none of the object level (no boxes; VIVI + a classifier's soft
+# labels) and is swept as a method of its own (projects/synthetic_world/learning.py: SWEPT).
 TINY_LR_MULTIPLIER = 4
 DISTILL_TINY_LR_MULTIPLIER = 1
 
