@@ -7,7 +7,7 @@ import tempfile
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 
-# One JAX persistent compilation cache for the whole test session, fresh each session: the
+# One JAX persistent compilation cache for the whole pytest run, fresh each run: the
 # end-to-end tests start the same programs in several processes (a run, its restart after a
 # pre-emption, ...), and a cache hit costs seconds where compiling costs tens. The pytest
 # process creates it before pytest-xdist starts its workers, which inherit the variable.
