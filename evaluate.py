@@ -7,7 +7,7 @@ r"""Evaluates a trained encoder on a suite of evaluations chosen by config.
   python evaluate.py --config=configs/evaluate.py:vtab_tiny --random_init
 
 The encoder comes from a training workdir's orbax checkpoint (latest, or --step), from a
-folder written by --export (vivi/checkpoint.py: the encoder alone, for downstream use), or
+folder written by --export (vivi/encoder.py: the encoder alone, for downstream use), or
 with --random_init is the config's `model` at initialisation (a from-scratch baseline).
 Writes <output>/step_<N>/{results.md, *.json, *.png} and TensorBoard events, where
 <output> is --output or <workdir or encoder>/eval, and prints the Markdown table. Each
@@ -19,7 +19,8 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from vivi import checkpoint, cli, errors, logs, parallel
+from vivi import cli, errors, logs, parallel
+from vivi import encoder as encoder_api
 from vivi.evaluate import suite
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'A training workdir (its checkpoints/).')
@@ -47,7 +48,7 @@ def main(argv):
   if WORKDIR.value and not os.path.isdir(os.path.join(source, 'checkpoints')):
     raise errors.PathError(f'--workdir={source} has no checkpoints/: not a training workdir')
   if ENCODER.value:
-    checkpoint.encoder_info(source)
+    encoder_api.encoder_info(source)
   if CONFIG.value is None and not EXPORT.value:
     raise app.UsageError('nothing to do: give --config (and/or --export)')
   root = None
@@ -59,15 +60,15 @@ def main(argv):
   logs.quiet_library_logs()
   mesh = parallel.make_mesh()
   if WORKDIR.value:
-    encoder = checkpoint.restore_encoder(WORKDIR.value, STEP.value, mesh)
+    encoder = encoder_api.restore_encoder(WORKDIR.value, STEP.value, mesh)
   elif ENCODER.value:
-    encoder = checkpoint.load_encoder(ENCODER.value, mesh)
+    encoder = encoder_api.load_encoder(ENCODER.value, mesh)
   else:
-    encoder = checkpoint.random_encoder(CONFIG.value.model, CONFIG.value.image_size,
+    encoder = encoder_api.random_encoder(CONFIG.value.model, CONFIG.value.image_size,
                                         CONFIG.value.seed, mesh)
   if EXPORT.value:
     print(f'encoder of step {encoder.info["step"]} exported to '
-          f'{checkpoint.export_encoder(encoder, EXPORT.value)}')
+          f'{encoder_api.export_encoder(encoder, EXPORT.value)}')
   if CONFIG.value is None:
     return
   config = CONFIG.value

@@ -1,4 +1,4 @@
-"""Downstream use of the checkpoints (vivi/checkpoint.py): the encoder of a training
+"""Downstream use of the checkpoints (vivi/encoder.py): the encoder of a training
 checkpoint written on 1 device restores on 8, and the exported encoder reloads to the same
 features."""
 
@@ -20,6 +20,7 @@ import sys
 import jax, numpy as np
 from configs import vivi
 from vivi import checkpoint, optim, parallel, testing, train
+from vivi import encoder as encoder_api
 workdir = sys.argv[1]
 config = vivi.get_config('tiny')
 config.model.width = 0.25
@@ -53,16 +54,17 @@ def test_restore_on_8_devices_of_a_checkpoint_written_on_1_and_export_reload(tmp
 import sys
 import jax, numpy as np
 from vivi import checkpoint, parallel
+from vivi import encoder as encoder_api
 workdir, export = sys.argv[1], sys.argv[2]
 assert jax.device_count() == 8
-encoder = checkpoint.restore_encoder(workdir)
+encoder = encoder_api.restore_encoder(workdir)
 leaf = jax.tree.leaves(encoder.variables)[0]
 assert len(leaf.sharding.device_set) == 8, leaf.sharding
 assert encoder.info['step'] == 7 and encoder.info['model']['width'] == 0.25
 images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), np.uint8)
 np.save(workdir + '/restored.npy', np.asarray(encoder.features(images)['pre_logits']))
-checkpoint.export_encoder(encoder, export)
-again = checkpoint.load_encoder(export)
+encoder_api.export_encoder(encoder, export)
+again = encoder_api.load_encoder(export)
 np.save(workdir + '/reloaded.npy', np.asarray(again.features(images)['pre_logits']))
 '''
   _run(read, [workdir, str(tmp_path / 'export')], devices=8)
@@ -73,8 +75,8 @@ np.save(workdir + '/reloaded.npy', np.asarray(again.features(images)['pre_logits
 
 
 def test_load_encoder_names_a_folder_that_is_not_an_export(tmp_path):
-  from vivi import checkpoint
+  from vivi import encoder as encoder_api
   with pytest.raises(FileNotFoundError, match='is not an exported encoder'):
-    checkpoint.load_encoder(str(tmp_path))
+    encoder_api.load_encoder(str(tmp_path))
   with pytest.raises(FileNotFoundError, match='no checkpoint'):
-    checkpoint.restore_encoder(str(tmp_path))
+    encoder_api.restore_encoder(str(tmp_path))

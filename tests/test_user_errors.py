@@ -14,6 +14,7 @@ import pytest
 from configs import vivi
 from tests import helpers
 from vivi import checkpoint, errors, loop, testing, validation
+from vivi import encoder as encoder_api
 from vivi.input import sources
 
 ROOT = helpers.ROOT
@@ -179,7 +180,7 @@ def test_encoder_features_refuse_float_images(tmp_path):
   config = _tiny()
   workdir = str(tmp_path / 'work')
   testing.write_initial_checkpoint(config, workdir)
-  encoder = checkpoint.restore_encoder(workdir)
+  encoder = encoder_api.restore_encoder(workdir)
   assert encoder.info['input_dtype'] == 'uint8' and encoder.info['input_range'] == [0, 255]
   images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)
   assert encoder.features(images)['pre_logits'].shape == (2, 512)

@@ -24,13 +24,14 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 from vivi import checkpoint, errors, optim, parallel, train, validation, workdir_lock
+from vivi import encoder as encoder_api
 from vivi.evaluate import baselines, suite, tables
 from vivi.input import records, sources
 
 
-def probe_encoder(model, state) -> checkpoint.Encoder:
+def probe_encoder(model, state) -> encoder_api.Encoder:
   """The encoder of a train state, as the evaluation suite takes it."""
-  return checkpoint.Encoder(
+  return encoder_api.Encoder(
       module=model.encoder,
       variables={'params': state.params['encoder'],
                  'batch_stats': state.batch_stats.get('encoder', {})},

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from configs import common
-from vivi import checkpoint, errors, parallel
+from vivi import encoder as encoder_api
+from vivi import errors, parallel
 from vivi.evaluate import baselines, discovery, retrieval, suite
 from vivi.input import synthetic
 from vivi.models import video_model
@@ -102,7 +103,7 @@ def test_bad_settings_are_config_errors_that_list_what_is_valid():
 def _tiny_encoder():
   module = video_model.build_encoder(common.base('tiny').model)
   variables = jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
-  return checkpoint.Encoder(module, dict(variables), {'step': 0, 'source': 'random init'})
+  return encoder_api.Encoder(module, dict(variables), {'step': 0, 'source': 'random init'})
 
 
 def test_the_evaluator_end_to_end_on_a_random_tiny_encoder(tmp_path, monkeypatch):

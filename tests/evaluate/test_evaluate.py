@@ -88,12 +88,13 @@ def test_each_evaluator_is_written_as_it_finishes_and_a_crash_loses_nothing(tmp_
   import jax.numpy as jnp
   import ml_collections
 
-  from vivi import checkpoint, parallel
+  from vivi import encoder as encoder_api
+  from vivi import parallel
   from vivi.evaluate import suite
   from vivi.models import resnet_v2
   module = resnet_v2.ResNetV2(depth=14, width=0.25)
   variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-  encoder = checkpoint.Encoder(module, dict(variables), {'step': 5, 'source': 'test'})
+  encoder = encoder_api.Encoder(module, dict(variables), {'step': 5, 'source': 'test'})
   written = []
 
   def first(ctx, cfg):
@@ -144,7 +145,8 @@ def test_training_probes_and_evaluate_give_the_same_numbers(tmp_path):
   import ml_collections
 
   from configs import vivi_obj
-  from vivi import checkpoint, loop, parallel
+  from vivi import encoder as encoder_api
+  from vivi import loop, parallel
   from vivi.evaluate import suite
   config = vivi_obj.get_config('tiny')
   config.data.cache_dir = str(tmp_path / 'cache')
@@ -165,7 +167,7 @@ def test_training_probes_and_evaluate_give_the_same_numbers(tmp_path):
   settings = ml_collections.ConfigDict(config.probe.to_dict())
   del settings['every_steps']
   mesh = parallel.make_mesh()
-  encoder = checkpoint.restore_encoder(workdir, mesh=mesh)
+  encoder = encoder_api.restore_encoder(workdir, mesh=mesh)
   results = suite.run(encoder, settings, mesh, str(tmp_path / 'eval'))
   evaluated = {f'{n}/{k}': v for n, metrics in results.items() for k, v in metrics.items()}
   assert set(evaluated) == set(trained) and len(trained) == 6, (evaluated, trained)

@@ -32,6 +32,7 @@ import numpy as np
 from absl import logging
 
 from vivi import checkpoint, errors
+from vivi import encoder as encoder_api
 from vivi.evaluate import (
   baselines,
   discovery,
@@ -362,7 +363,7 @@ def check(config: ml_collections.ConfigDict, key: str = '') -> None:
 
 class Suite:
   """The evaluators of `config.evaluators` with the data they read, rendered once: call it
-  on an encoder (a `checkpoint.Encoder`, or `baselines.ColourHistogram()`) for the flat
+  on an encoder (a `encoder_api.Encoder`, or `baselines.ColourHistogram()`) for the flat
   metrics {'<evaluator>/<metric>': value}; `counts` holds each metric's number of examples.
 
   `config` holds `evaluators` and the data settings: `seed`, `image_size`, `num_train`,
@@ -395,7 +396,7 @@ class Suite:
     return out
 
 
-def run(encoder: checkpoint.Encoder, config: ml_collections.ConfigDict, mesh,
+def run(encoder: encoder_api.Encoder, config: ml_collections.ConfigDict, mesh,
         out_root: str) -> dict[str, dict[str, float]]:
   """Runs every evaluator named in `config.evaluators`; writes JSON, Markdown and PNGs
   under `out_root/step_<N>/` and TensorBoard events under `out_root`.
