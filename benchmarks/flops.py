@@ -1,16 +1,16 @@
 """Achieved FLOP/s of our train step against the machine's measured fp32 matmul peak.
 
-  python benchmarks/flops.py [--batch 32 --image_size 112 --iters 10 --depth 50
-                              --matmul_size 4096]
+  python -m benchmarks.flops [--batch 32 --image_size 112 --iters 10 --depth 50
+                             --matmul_size 4096]
 
-The train step is train_step.py's (ours: ResNet v2 BatchNorm + linear classifier, SGD
+The train step is benchmarks/train_step.py's (ours: ResNet v2 BatchNorm + linear classifier, SGD
 momentum, fp32, one device). Its FLOPs come from XLA's cost analysis of the compiled step
 (`jax.jit(...).lower(...).compile().cost_analysis()`), next to the forward pass alone (pooled
 features, inference mode) for scale. The peak is an fp32 product of two [matmul_size,
 matmul_size] matrices (2 n^3 FLOPs), measured two ways: a jitted `jnp.dot` (XLA:CPU's own
 matmul) and NumPy's `@` (the BLAS NumPy links, e.g. OpenBLAS), which on this machine is
 faster; the machine's peak is the faster of the two. The step and both matmuls are timed in
-alternating rounds (common.alternate). Prints a table: FLOPs per step and per image, median
+alternating rounds (timing.alternate). Prints a table: FLOPs per step and per image, median
 step time, achieved GFLOP/s; each matmul's median and best GFLOP/s; and the fraction of
 each matmul's median GFLOP/s that the step achieves.
 """
@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import common
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from benchmarks import timing
 
 
 def matmul(n: int):
@@ -51,19 +52,19 @@ def main():
   parser.add_argument('--matmul_size', type=int, default=4096)
   args = parser.parse_args()
 
-  print(common.machine())
-  images, labels = common.random_batch(args.batch, args.image_size)
-  step, step_compiled = common.flax_train_step(common.ours(args.depth), images, labels)
-  _, forward_compiled = common.flax_features(common.ours(args.depth), images)
+  print(timing.machine())
+  images, labels = timing.random_batch(args.batch, args.image_size)
+  step, step_compiled = timing.flax_train_step(timing.ours(args.depth), images, labels)
+  _, forward_compiled = timing.flax_features(timing.ours(args.depth), images)
   mm, mm_compiled = matmul(args.matmul_size)
-  step_flops = common.flops(step_compiled)
-  forward_flops = common.flops(forward_compiled)
-  mm_flops = common.flops(mm_compiled)
+  step_flops = timing.flops(step_compiled)
+  forward_flops = timing.flops(forward_compiled)
+  mm_flops = timing.flops(mm_compiled)
   expected = 2 * args.matmul_size**3
   if abs(mm_flops - expected) > 0.01 * expected:
     print(f'note: XLA counts {mm_flops:.4g} FLOPs for the matmul, 2 n^3 = {expected:.4g}')
 
-  times = common.alternate({'train step': step, 'jnp.dot': mm,
+  times = timing.alternate({'train step': step, 'jnp.dot': mm,
                             'numpy': numpy_matmul(args.matmul_size)}, args.iters, args.warmup)
   step_s = statistics.median(times['train step'])
   achieved = step_flops / step_s
@@ -75,7 +76,7 @@ def main():
   print(f'\nResNet-{args.depth} v2 BatchNorm train step, batch {b} at {s} px, fp32, one '
         f'device; {args.warmup} warm-up + {args.iters} alternating rounds:\n')
   g = lambda x: f'{x / 1e9:,.1f}'
-  print(common.table(['quantity', 'value'], [
+  print(timing.table(['quantity', 'value'], [
       ['train step FLOPs (XLA cost analysis), GFLOP', g(step_flops)],
       ['  per image, GFLOP', f'{step_flops / b / 1e9:.2f}'],
       ['forward only (inference) per image, GFLOP', f'{forward_flops / b / 1e9:.2f}'],

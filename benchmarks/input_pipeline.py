@@ -1,8 +1,8 @@
 """Input-pipeline throughput: the VIVI + objects tf.data pipeline against a PyTorch-style peer,
 and against the frames/s the train step consumes.
 
-  python benchmarks/input_pipeline.py [--frame_size 256 --image_size 224 --batch_videos 2]
-                                      [--rounds 5 --batches_per_round 6 --workers 2]
+  python -m benchmarks.input_pipeline [--frame_size 256 --image_size 224 --batch_videos 2]
+                                     [--rounds 5 --batches_per_round 6 --workers 2]
 
 Records: the synthetic world (64 videos of 256-px frames at 1 Hz, 4 shards; built once under
 --cache_dir). Both sides read the same shards and produce the same batch: per video K=4
@@ -12,7 +12,7 @@ boxes (score >= 0.05) moved through the crop and flip (`configs/vivi_obj.py`'s i
 
 * tf.data: `vivi.sources.make_input` (the training pipeline itself: vivi/input/pipeline.py
   with `ViviSampler`), its threads on all cores (AUTOTUNE).
-* PyTorch-style: `torch_input.make_loader`, a DataLoader with `--workers` worker
+* PyTorch-style: `benchmarks.torch_input.make_loader`, a DataLoader with `--workers` worker
   processes (default: one per core), PIL decoding and torchvision-style PIL transforms.
 
 The two alternate in rounds (the starting side rotated); before each side's round the
@@ -35,7 +35,7 @@ import statistics
 import sys
 import time
 
-import common
+from benchmarks import timing
 
 
 def build_records(cache_dir: str, frame_size: int) -> str:
@@ -116,10 +116,9 @@ def main():
   args = parser.parse_args()
 
   folder = build_records(args.cache_dir, args.frame_size)  # Before JAX: it forks workers.
-  import torch_input
-
+  from benchmarks import torch_input
   from vivi.input import records, sources
-  print(common.machine())
+  print(timing.machine())
   config = config_for(folder, args)
   i = config.input
   peer_cfg = torch_input.PeerConfig(
@@ -150,17 +149,17 @@ def main():
 
   print(f'\nInput pipelines, VIVI + objects, {frames_per_batch} frames per batch at '
         f'{args.image_size} px:\n')
-  print(common.table(['side', 'frames/s'], [[n, f'{r:.1f}'] for n, r in rate.items()]
+  print(timing.table(['side', 'frames/s'], [[n, f'{r:.1f}'] for n, r in rate.items()]
                      + [[f'train step (ResNet-50 v2, {frames_per_batch} frames)',
                          f'{step_rate:.1f}']]))
   consumption = rate[tf_name] / step_rate
-  rows = [['tf.data / PyTorch-style', common.format_ratio(
+  rows = [['tf.data / PyTorch-style', timing.format_ratio(
       (statistics.median(per_round), min(per_round), max(per_round))), '>= 2x',
            'yes' if statistics.median(per_round) >= 2 else 'no'],
           ['tf.data / train step consumption', f'{consumption:.1f}x', '>= 3x',
            'yes' if consumption >= 3 else 'no']]
   print('\nRatios:\n')
-  print(common.table(['comparison', 'ratio', 'target', 'met'], rows))
+  print(timing.table(['comparison', 'ratio', 'target', 'met'], rows))
   sys.stdout.flush()
 
 

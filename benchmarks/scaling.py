@@ -1,11 +1,13 @@
 """Step time of the full VIVI train step on 1, 2, 4, 8 forced CPU devices, and an analytic
 estimate of the paper config's FLOPs and all-reduce bytes on a TPU pod slice.
 
-  python benchmarks/scaling.py [--devices 1,2,4,8 --videos_per_device 2 --iters 10]
+  python -m benchmarks.scaling [--devices 1,2,4,8 --videos_per_device 2 --iters 10]
                                [--paper_hlo_devices 32]
 
-Measured: `vivi.train.make_train_step` of `configs/vivi.py:tiny` (ResNet-14 v2 width 1/2,
-exemplar + shot InfoNCE, 4 shots x 4 frames per video at 48 px), jitted with the project's
+Measured: `vivi.train.make_train_step` of `configs/vivi.py:tiny` (the tiny encoder of
+configs/common.py, TINY_MODEL: ResNet-14 v2 at width 0.25 with a 3x3 stride-2 stem and
+pooled downsampling; exemplar + shot InfoNCE, 4 shots x 4 frames per video at
+TINY_IMAGE_SIZE, 64 px, unless `--image_size` says otherwise), jitted with the project's
 shardings (`train.jit_train_step`) over N forced CPU devices (one subprocess per N with
 XLA_FLAGS=--xla_force_host_platform_device_count=N), on random uint8 frames, at a fixed
 per-device batch (`--videos_per_device`, so the global batch grows with N). Prints a table:
@@ -37,7 +39,7 @@ import subprocess
 import sys
 import time
 
-import common
+from benchmarks import timing
 
 # TPU v4 (Cloud TPU documentation, "TPU v4"): 275 TFLOP/s bf16 per chip; the pod's 4,096
 # chips have 1.1 PB/s of all-reduce bandwidth, i.e. ~270 GB/s per chip. A v4-64 slice has
@@ -142,10 +144,9 @@ def paper_hlo_worker() -> dict:
 
 def run_subprocess(devices: int, argv: list[str]) -> dict:
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
-             PYTHONPATH=os.pathsep.join([common.ROOT, os.environ.get('PYTHONPATH', '')]))
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__)] + argv, env=env,
-                        cwd=common.ROOT, capture_output=True, text=True)
+             JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run([sys.executable, '-m', 'benchmarks.scaling'] + argv, env=env,
+                        cwd=timing.ROOT, capture_output=True, text=True)
   if proc.returncode:
     raise RuntimeError(f'{devices} devices failed:\n{proc.stderr[-3000:]}')
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -172,11 +173,12 @@ def measured(args):
                  f"{1000 * t:.0f} ({1000 * min(r['times']):.0f}-{1000 * max(r['times']):.0f})",
                  f"{r['frames'] / t:.0f}", f"{t / (r['devices'] * t1):.2f}",
                  mb(sum(r['collectives'].values())) if r['devices'] > 1 else '-'])
-  print(f"\nVIVI train step (configs/vivi.py:tiny, ResNet-14 v2 width 1/2, "
+  m = _config('tiny', {}).model
+  print(f"\nVIVI train step (configs/vivi.py:tiny, ResNet-{m.depth} v2 width {m.width:g}, "
         f"{r0['image_size']} px), {args.videos_per_device} videos per device, "
-        f"{common.machine().split(', jax')[0]}; {args.warmup} warm-up + {args.iters} "
+        f"{timing.machine().split(', jax')[0]}; {args.warmup} warm-up + {args.iters} "
         f"steps per row:\n")
-  print(common.table(['devices', 'videos x shots x frames', 'step ms (min-max)', 'frames/s',
+  print(timing.table(['devices', 'videos x shots x frames', 'step ms (min-max)', 'frames/s',
                       't_N / (N t_1)', 'collectives/step (HLO)'], rows))
 
 
@@ -191,12 +193,12 @@ def analytic(args):
   state = jax.eval_shape(lambda: train.create_train_state(config, model, tx, jax.random.key(0)))
   batch = jax.eval_shape(lambda: train.init_batch(config))
   rng = jax.eval_shape(lambda: jax.random.key(0))
-  step_flops = common.flops(jax.jit(train.make_train_step(config, model, tx))
+  step_flops = timing.flops(jax.jit(train.make_train_step(config, model, tx))
                             .lower(state, batch, rng))
   size = config.input.image_size
   enc = model.encoder
   enc_vars = jax.eval_shape(enc.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
-  forward = common.flops(jax.jit(lambda v, x: enc.apply(v, x)).lower(
+  forward = timing.flops(jax.jit(lambda v, x: enc.apply(v, x)).lower(
       enc_vars, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)))
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
   params, encoder = count(state.params), count(state.params['encoder'])
@@ -228,7 +230,7 @@ def analytic(args):
       ['  all-reduce at ~270 GB/s/chip (1.1 PB/s pod / 4096 chips)', f'{1000 * comm_s:.2f} ms'],
   ]
   print('\nPaper config (configs/vivi.py), analytic:\n')
-  print(common.table(['quantity', 'value'], rows))
+  print(timing.table(['quantity', 'value'], rows))
   print('\nNot counted above: objectives over the global batch (the triplet loss and InfoNCE '
         'compare\nembeddings across devices), whose collectives the XLA partitioner picks; '
         '--paper_hlo_devices\nN lists those it inserts.')
@@ -247,7 +249,7 @@ def paper_hlo(args):
   print(f'\nPaper step compiled for {n} forced CPU devices ({r["compile_s"]:.0f} s), '
         'collectives per device per step\n(HLO result bytes, and bytes sent per device by '
         'ring algorithms):\n')
-  print(common.table(['collective', 'result bytes', 'ring bytes sent'], rows))
+  print(timing.table(['collective', 'result bytes', 'ring bytes sent'], rows))
   print(f'\nAt ~270 GB/s per TPU v4 chip: {1000 * total / TPU_V4_ALLREDUCE_BYTES_PER_CHIP:.1f} '
         'ms per step.')
 
@@ -256,7 +258,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--devices', default='1,2,4,8', help="'' skips the measurement")
   parser.add_argument('--videos_per_device', type=int, default=2)
-  parser.add_argument('--image_size', type=int, default=0, help='0: the tiny config\'s (48)')
+  parser.add_argument('--image_size', type=int, default=0, help='0: the tiny config\'s (64)')
   parser.add_argument('--iters', type=int, default=10)
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--no_analytic', action='store_true')

@@ -1,4 +1,4 @@
-"""The PyTorch-style peer of the VIVI + objects input pipeline (for benchmarks/input_pipeline.py).
+"""The PyTorch-style peer of the VIVI + objects input pipeline (benchmarks/input_pipeline.py).
 
 What a PyTorch user would write for the same records: a `torch.utils.data.IterableDataset`
 whose DataLoader worker processes each read their share of the TFRecord shards (framing read

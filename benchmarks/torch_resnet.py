@@ -1,6 +1,6 @@
 """The PyTorch peer of the benchmarks: the same pre-activation ResNet v2 in PyTorch eager.
 
-  python benchmarks/torch_resnet.py [--depth 50]
+  python -m benchmarks.torch_resnet [--depth 50]
 
 prints the parameter counts of the three encoders (ours, plain Flax, this peer), checks
 that they are equal (ResNet-50 v2: 23,519,360), and prints how far plain Flax's and
@@ -9,8 +9,8 @@ inference and in train mode): the three compute the same function.
 
 * `torch_resnet_v2`: channels-last when the benchmark asks for it, BatchNorm momentum 0.01
   (= Flax's 0.99) and epsilon 1.001e-5.
-* `torch_train_step` / `torch_features`: the peer's versions of `common.flax_train_step`
-  and `common.flax_features`.
+* `torch_train_step` / `torch_features`: the peer's versions of `timing.flax_train_step`
+  and `timing.flax_features`.
 
 PyTorch is imported only by the functions that need it (`pip install -e '.[bench]'`).
 """
@@ -23,7 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import (
+
+from benchmarks.timing import (
   LEARNING_RATE,
   MOMENTUM,
   NUM_CLASSES,
@@ -33,7 +34,6 @@ from common import (
   random_batch,
   table,
 )
-
 from vivi.models import resnet_v2, video_model
 
 

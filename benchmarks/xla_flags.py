@@ -1,7 +1,7 @@
 r"""Does an XLA:CPU flag speed up a tiny run? Steps/s with and without it, side by side.
 
-  python benchmarks/xla_flags.py                                  # oneDNN, vivi_obj:tiny
-  python benchmarks/xla_flags.py --config=configs/vito.py:tiny --rounds=3
+  python -m benchmarks.xla_flags                                  # oneDNN, vivi_obj:tiny
+  python -m benchmarks.xla_flags --config=configs/vito.py:tiny --rounds=3
 
 Runs the README's main command for `--steps` steps (probes and checkpoints off) `--rounds`
 times with and without `--flag` in XLA_FLAGS, alternating the two so that a change in the
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.timing import ROOT
 
 
 def steps_per_second(config: str, steps: int, skip: int, xla_flags: str) -> float:

@@ -1,15 +1,16 @@
 r"""Pilot worlds: the tiny synthetic world with one thing changed, to test why `class` is not
 learned (docs/results.md, section 4) before any change to the shared world itself.
 
-  python benchmarks/world_pilots.py --variant=flat_backgrounds --folder=/tmp/pilot/flat
+  python -m projects.synthetic_world.world_pilots --variant=flat_backgrounds \
+      --folder=/tmp/pilot/flat
   python main.py --config=configs/vivi.py:tiny --workdir=/tmp/pilot/vivi_flat \
       --config.data.dataset=/tmp/pilot/flat --config.probe.split=validation \
       --config.probe.evaluators.linear_probe.datasets='("synthetic/class",)' \
       --config.probe.evaluators.object_nn.num_videos=0 \
       --config.probe.evaluators.object_discovery.num_videos=0
-  python benchmarks/world_pilots.py --measure --folder=/tmp/pilot/flat   # colour vs video
-  python benchmarks/world_pilots.py --contrast --variant=no_hue --seed=0  # objects vs ground
-  python benchmarks/world_pilots.py --variant=flat_backgrounds --evaluate \
+  python -m projects.synthetic_world.world_pilots --measure --folder=/tmp/pilot/flat
+  python -m projects.synthetic_world.world_pilots --contrast --variant=no_hue --seed=0
+  python -m projects.synthetic_world.world_pilots --variant=flat_backgrounds --evaluate \
       --workdir=/tmp/pilot/vivi_flat --output=/tmp/pilot/vivi_flat/eval_flat_probe \
       --config=configs/evaluate.py:probe --config.split=validation   # probe on its images
 
@@ -48,8 +49,9 @@ import sys
 import numpy as np
 from PIL import Image
 
+from projects.synthetic_world import ROOT
 from vivi.evaluate import baselines
-from vivi.input import synthetic as world  # noqa: E402
+from vivi.input import synthetic as world
 from vivi.prep import inspect_dataset
 
 
@@ -176,8 +178,7 @@ def main() -> None:
       parser.error('--evaluate needs --variant')
     VARIANTS[args.variant]()
     sys.argv = ['evaluate.py'] + rest
-    runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'evaluate.py'), run_name='__main__')
+    runpy.run_path(os.path.join(ROOT, 'evaluate.py'), run_name='__main__')
     return
   if rest:
     parser.error(f'unrecognized arguments: {" ".join(rest)}')

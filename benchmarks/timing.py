@@ -1,4 +1,4 @@
-"""What the benchmarks share: alternating timing, tables, and the Flax sides.
+"""What the speed benchmarks share: alternating timing, tables, and the Flax sides.
 
 * `alternate` times two or more sides in one run, A, B, A, B, ... (the order rotated each
   round) after a warm-up; `rates` gives each side's median images/s and `ratio` the median
@@ -11,7 +11,7 @@
   [-1, 1] by `video_model.normalize_images`; `flax_features`: pooled features (BatchNorm in
   inference mode), for feature extraction.
 
-The PyTorch peer is in `torch_resnet.py`.
+The PyTorch peer is in `benchmarks/torch_resnet.py`. Imported as `from benchmarks import timing`.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+from vivi.models import resnet_v2, video_model
 
-from vivi.models import resnet_v2, video_model  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # The repository.
 
 NUM_CLASSES = 1000
 LEARNING_RATE = 0.01

@@ -1,17 +1,14 @@
-"""benchmarks/learning_pooled.py: the pooled mean's standard error and the paired differences
-against NumPy written from their definitions (mean ± SD/sqrt(n), floored at the binomial
-error of n independent runs)."""
+"""projects/synthetic_world/learning_pooled.py: the pooled mean's standard error and the
+paired differences against NumPy written from their definitions (mean ± SD/sqrt(n), floored
+at the binomial error of n independent runs)."""
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks'))
-import learning  # noqa: E402  pylint: disable=wrong-import-position
-import learning_pooled  # noqa: E402  pylint: disable=wrong-import-position
+from projects.synthetic_world import learning, learning_pooled
 
 KEY = learning.COLUMNS['class']
 N = 500   # Probe images per run.

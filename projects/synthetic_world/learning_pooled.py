@@ -1,19 +1,19 @@
 r"""Each method's learning pooled over world seeds and training seeds, as a paper reports it.
 
-  python benchmarks/learning_pooled.py --world_seeds=0,1 --seeds=0,1
-  python benchmarks/learning_pooled.py --world_seeds=0,1 --seeds=0,1,2 --runs=vivi_obj
-  python benchmarks/learning_pooled.py --world_seeds=0,1,2 --seeds=0,1 --all_pairs
+  python -m projects.synthetic_world.learning_pooled --world_seeds=0,1 --seeds=0,1
+  python -m projects.synthetic_world.learning_pooled --seeds=0,1,2 --runs=vivi_obj
+  python -m projects.synthetic_world.learning_pooled --world_seeds=0,1,2 --all_pairs
 
-The runs are `python benchmarks/learning.py --world_seed=W --seeds=S`'s (the same
-workdirs; any that is missing is run first, as that script would, unless `--finished_only`
-pools just the finished ones: an interim table while the rest run). For each row, every
-run's gain on `class` over *its own* encoder at initialisation (the training seed sets the
-initialisation), then over the n = worlds x training seeds runs: the mean gain ± its
-standard error (SD / sqrt(n): world, training and probe noise together, as a paper's "mean
-± s.e. over n runs"; never below what the probe's binomial errors alone give, since two to
-four runs can agree by chance), the range, and how many runs clear issue 14's bar on their
-own (a gain of at least +0.05 and beyond three of the probe's binomial standard errors).
-Then the papers' orderings (benchmarks/learning.py CLAIMS on `class`) as *paired*
+The runs are `python -m projects.synthetic_world.learning --world_seed=W --seeds=S`'s (the
+same workdirs; any that is missing is run first, as that script would, unless
+`--finished_only` pools just the finished ones: an interim table while the rest run). For
+each row, every run's gain on `class` over *its own* encoder at initialisation (the
+training seed sets the initialisation), then over the n = worlds x training seeds runs: the
+mean gain ± its standard error (SD / sqrt(n): world, training and probe noise together, as
+a paper's "mean ± s.e. over n runs"; never below what the probe's binomial errors alone
+give, since two to four runs can agree by chance), the range, and how many runs clear the
+bar on their own (a gain of at least +0.05 and beyond three of the probe's binomial
+standard errors). Then the papers' orderings (learning.py's CLAIMS on `class`) as *paired*
 differences: a and b on the same world with the same training seed share their
 initialisation and the probe's images, so the mean of a - b over the n pairs ± SD /
 sqrt(n) (with the same floor, conservative here: shared probe images make the two errors
@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 
-import learning  # benchmarks/learning.py, beside this script.
-
+from projects.synthetic_world import learning
 from vivi.evaluate import tables
 
-BAR = 0.05   # Issue 14: a gain of at least this, beyond three standard errors.
+# The bar a method's learning must clear: a gain of at least this, beyond three standard errors.
+BAR = 0.05
+GAINS_LEGEND = ('Gain over each run\'s own encoder at initialisation; ± the standard error of '
+                f'the mean over the runs; * mean gain of at least +{BAR} and beyond three '
+                'standard errors; a run clears the bar with a gain of at least '
+                f'+{BAR} beyond three of its probe\'s binomial standard errors.')
+PAIRS_LEGEND = ('Row minus column on `class`, mean ± s.e. over the pairs; ** beyond two standard '
+                'errors.')
 
 
 def mean_se(values: list[float], binomial: list[float]) -> tuple[float, float]:
@@ -51,20 +56,34 @@ def class_of(results: dict, part: str) -> tuple[float, float]:
   return value, tables.standard_error(value, results['counts'][key])
 
 
+def clears(gain: float, se: float) -> bool:
+  """Whether a gain clears the bar: at least BAR and beyond three standard errors."""
+  return gain >= BAR and gain > 3 * se
+
+
+def gain_summary(by_run: dict[tuple[int, int], dict]) -> dict:
+  """One row's runs: each run's gain on `class` over its own encoder at initialisation, then
+  'runs', the 'mean' gain and its 'se' (`mean_se`), their range ('low', 'high'), how many runs
+  clear the bar on their own ('clear') and whether the mean does ('mean_clears')."""
+  gains, binomial = [], []
+  for results in by_run.values():
+    (trained, se_t), (init, se_i) = class_of(results, 'trained'), class_of(results, 'init')
+    gains.append(trained - init)
+    binomial.append(math.hypot(se_t, se_i))
+  mean, se = mean_se(gains, binomial)
+  return {'runs': len(gains), 'mean': mean, 'se': se, 'low': min(gains), 'high': max(gains),
+          'clear': sum(clears(g, b) for g, b in zip(gains, binomial)),
+          'mean_clears': clears(mean, se)}
+
+
 def gains_table(runs: dict[str, dict[tuple[int, int], dict]]) -> str:
   lines = ['| row | runs | gain on `class`, mean ± s.e. | range | runs clearing the bar |',
            '| --- | --- | --- | --- | --- |']
   for key, by_run in runs.items():
-    gains, binomial = [], []
-    for results in by_run.values():
-      (trained, se_t), (init, se_i) = class_of(results, 'trained'), class_of(results, 'init')
-      gains.append(trained - init)
-      binomial.append(math.hypot(se_t, se_i))
-    clear = sum(g >= BAR and g > 3 * b for g, b in zip(gains, binomial))
-    mean, se = mean_se(gains, binomial)
-    mark = ' *' if mean >= BAR and mean > 3 * se else ''
-    lines.append(f'| {learning.RUNS[key][0].strip()} | {len(gains)} | {mean:+.3f} ± {se:.3f}'
-                 f'{mark} | {min(gains):+.3f} to {max(gains):+.3f} | {clear} of {len(gains)} |')
+    g = gain_summary(by_run)
+    lines.append(f'| {learning.RUNS[key][0].strip()} | {g["runs"]} | {g["mean"]:+.3f} ± '
+                 f'{g["se"]:.3f}{" *" * g["mean_clears"]} | {g["low"]:+.3f} to '
+                 f'{g["high"]:+.3f} | {g["clear"]} of {g["runs"]} |')
   return '\n'.join(lines)
 
 
@@ -80,6 +99,7 @@ def paired(a: dict[tuple[int, int], dict], b: dict[tuple[int, int], dict]
 
 
 def claims_table(runs: dict[str, dict[tuple[int, int], dict]]) -> str:
+  """learning.CLAIMS on `class`, each a paired difference over the pairs both rows have."""
   lines = ['| claim | paper | pairs | a − b, mean ± s.e. | verdict |',
            '| --- | --- | --- | --- | --- |']
   for claim, paper, a, b, column in learning.CLAIMS:
@@ -111,9 +131,18 @@ def pairs_table(runs: dict[str, dict[tuple[int, int], dict]]) -> str:
   return '\n'.join(lines)
 
 
-def finished(root: str, world: int, key: str, seed: int) -> bool:
-  return os.path.exists(os.path.join(learning.workdir(root, world, key, seed),
-                                     'probe_results.json'))
+def finished_runs(root: str, keys, worlds, seeds) -> dict[str, dict[tuple[int, int], dict]]:
+  """The finished runs under `root` of each row of `keys` (in learning.RUNS's order) on the
+  given world and training seeds, by (world seed, training seed); a row without any is left
+  out. Reads records only: nothing is trained."""
+  runs = {}
+  for key in [k for k in learning.RUNS if k in keys]:
+    found = {(world, seed): learning.read_results(learning.workdir(root, world, key, seed))
+             for world in worlds for seed in seeds}
+    found = {cell: results for cell, results in found.items() if results is not None}
+    if found:
+      runs[key] = found
+  return runs
 
 
 def main(argv=None) -> None:
@@ -139,22 +168,19 @@ def main(argv=None) -> None:
   unknown = sorted(set(keys) - set(learning.RUNS))
   if unknown:
     parser.error(f'unknown runs {unknown}; valid: {list(learning.RUNS)}')
-  runs = {}
-  for key in [k for k in learning.RUNS if k in keys]:   # The table's order.
-    cells = [(world, seed) for world in worlds for seed in seeds
-             if not args.finished_only or finished(args.workdir_root, world, key, seed)]
-    if cells:
-      runs[key] = {cell: learning.run_seed(key, *cell, args) for cell in cells}
+  if args.finished_only:
+    runs = finished_runs(args.workdir_root, keys, worlds, seeds)
+  else:
+    runs = {key: {(world, seed): learning.run_seed(key, world, seed, args)
+                  for world in worlds for seed in seeds}
+            for key in learning.RUNS if key in keys}   # The table's order.
   text = (f'## `class` pooled over world seeds {",".join(map(str, worlds))} and training '
           f'seeds {",".join(map(str, seeds))} (probe seed {args.probe_seed})\n\n'
-          f'{gains_table(runs)}\n\nGain over each run\'s own encoder at initialisation; ± the '
-          f'standard error of the mean over the runs; * mean gain of at least +{BAR} and beyond '
-          f'three standard errors.\n\n### The papers\' orderings, paired by world and training '
-          f'seed\n\n{claims_table(runs)}\n')
+          f'{gains_table(runs)}\n\n{GAINS_LEGEND}\n\n### The papers\' orderings, paired by '
+          f'world and training seed\n\n{claims_table(runs)}\n\n{learning.CLAIMS_LEGEND}\n')
   if args.all_pairs:
     text += (f'\n### Every two rows, paired by world and training seed\n\n{pairs_table(runs)}'
-             f'\n\nRow minus column on `class`, mean ± s.e. over the pairs; ** beyond two '
-             f'standard errors.\n')
+             f'\n\n{PAIRS_LEGEND}\n')
   learning.report(text, args.out)
 
 

@@ -1,16 +1,13 @@
-"""benchmarks/world_pilots.py: the pilot worlds change what their docstring says and nothing
-else (the patches are undone after each test)."""
+"""projects/synthetic_world/world_pilots.py: the pilot worlds change what their docstring
+says and nothing else (the patches are undone after each test)."""
 
-import os
 import sys
 
 import numpy as np
 import pytest
 
+from projects.synthetic_world import world_pilots
 from vivi.input import synthetic as world
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks'))
-import world_pilots  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture(name='apply_variant')

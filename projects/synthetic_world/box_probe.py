@@ -1,6 +1,7 @@
 r"""How much of a detected object's class can a linear probe read from its box representation?
 
-  python benchmarks/box_probe.py --runs=supervised=/tmp/vivi_learning/seed1/supervised,\
+  python -m projects.synthetic_world.box_probe \
+      --runs=supervised=/tmp/vivi_learning/seed1/supervised,\
       vivi_obj=/tmp/vivi_learning/seed0/vivi_obj
 
 The object level of Romijnders et al. represents a box by the block-4 feature column at its
@@ -35,19 +36,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from configs import common  # noqa: E402
-from vivi import checkpoint  # noqa: E402
-from vivi.evaluate import knn, linear_probe, object_nn  # noqa: E402
-from vivi.input import synthetic  # noqa: E402
-from vivi.models import box_features  # noqa: E402
-from vivi.objectives import losses  # noqa: E402
+from configs import common
+from vivi import encoder as encoders
+from vivi.evaluate import knn, linear_probe, object_nn
+from vivi.input import synthetic
+from vivi.models import box_features
+from vivi.objectives import losses
 
 REPRESENTATIONS = ('column4', 'column3', 'boxpool4', 'crop')
 
@@ -84,7 +81,7 @@ def box_pool(grid: np.ndarray, boxes: np.ndarray) -> np.ndarray:
   return np.einsum('nbhw,nhwc->nbc', weight, grid)
 
 
-def representations(encoder: checkpoint.Encoder, data: dict) -> dict[str, np.ndarray]:
+def representations(encoder: encoders.Encoder, data: dict) -> dict[str, np.ndarray]:
   """Each representation [num valid boxes, C] of the held-out boxes."""
   frames, boxes, valid = data['frames'], data['boxes'], data['valid']
   out = {k: [] for k in REPRESENTATIONS}
@@ -129,14 +126,14 @@ def main() -> None:
         f'{args.num_videos} held-out videos; majority class share '
         f'{np.bincount(labels[~train]).max() / (~train).sum():.3f}', flush=True)
 
-  encoders = {'random init': checkpoint.random_encoder(common.base('tiny').model, size,
-                                                        args.init_seed)}
+  by_name = {'random init': encoders.random_encoder(common.base('tiny').model, size,
+                                                     args.init_seed)}
   for spec in filter(None, args.runs.split(',')):
     name, workdir = spec.split('=')
-    encoders[name] = checkpoint.restore_encoder(workdir)
+    by_name[name] = encoders.restore_encoder(workdir)
   print('| encoder | ' + ' | '.join(REPRESENTATIONS) + ' | nn all | nn other videos |')
   print('| --- |' + ' --- |' * (len(REPRESENTATIONS) + 2))
-  for name, encoder in encoders.items():
+  for name, encoder in by_name.items():
     reps = representations(encoder, data)
     cells = []
     for k in REPRESENTATIONS:

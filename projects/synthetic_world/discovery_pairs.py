@@ -1,10 +1,10 @@
 r"""Object discovery, paired: which of two trained encoders finds the world's objects better.
 
-  python benchmarks/discovery_pairs.py --world_seed=1 --runs=odin,detcon,moclr
+  python -m projects.synthetic_world.discovery_pairs --world_seed=1 --runs=odin,detcon,moclr
 
 The learning benchmark's `object_discovery` column (ABO) carries a binomial standard error,
 an upper bound that ignores that every encoder is scored on the same objects. This compares
-runs of `benchmarks/learning.py` (their final checkpoints under
+runs of `python -m projects.synthetic_world.learning` (their final checkpoints under
 <workdir_root>/seed<world_seed>/<run>) object by object: each object's best IoU under each
 encoder (configs/common.py OBJECT_DISCOVERY on the probe's held-out frames, probe seed 1),
 and for every pair the mean difference with its paired standard error (the spread of the
@@ -21,7 +21,8 @@ import os
 import numpy as np
 
 from configs import common
-from vivi import checkpoint, parallel
+from vivi import encoder as encoders
+from vivi import parallel
 from vivi.evaluate import discovery, linear_probe, retrieval
 
 
@@ -48,11 +49,11 @@ def main() -> None:
       s['num_videos'], s['frames_per_video'], image_size=common.TINY_IMAGE_SIZE,
       seed=args.probe_seed, return_truth=True)
   model = common.base('tiny').model   # Every tiny run's encoder (configs/common.py).
-  ious = {'init': best_ious(checkpoint.random_encoder(model, common.TINY_IMAGE_SIZE, 0, mesh),
+  ious = {'init': best_ious(encoders.random_encoder(model, common.TINY_IMAGE_SIZE, 0, mesh),
                             frames, truth, mesh)}
   for run in args.runs.split(','):
     workdir = os.path.join(args.workdir_root, f'seed{args.world_seed}', run)
-    ious[run] = best_ious(checkpoint.restore_encoder(workdir, mesh=mesh), frames, truth, mesh)
+    ious[run] = best_ious(encoders.restore_encoder(workdir, mesh=mesh), frames, truth, mesh)
   n = len(ious['init'])
   print(f'World seed {args.world_seed}: {n} held-out objects (probe seed {args.probe_seed})\n')
   print('| encoder | ABO | object recovery |\n| --- | --- | --- |')

@@ -1,10 +1,10 @@
 r"""Does each method learn? Every tiny config, the same budget, one world seed, one table.
 
-  python benchmarks/learning.py --world_seed=0                 # all rows, ~2-3 h here
-  python benchmarks/learning.py --world_seed=1 --out=docs/results_seed1.md
-  python benchmarks/learning.py --sweep                         # the learning-rate rule
-  python benchmarks/learning.py --runs=vivi,vivi_obj            # some rows only
-  python benchmarks/learning.py --seeds=0,1,2                   # 3 training seeds per row
+  python -m projects.synthetic_world.learning --world_seed=0       # all rows, ~2-3 h on 2 cores
+  python -m projects.synthetic_world.learning --world_seed=1 --out=/tmp/world1.md
+  python -m projects.synthetic_world.learning --sweep              # the learning-rate rule
+  python -m projects.synthetic_world.learning --runs=vivi,vivi_obj  # some rows only
+  python -m projects.synthetic_world.learning --seeds=0,1,2         # 3 training seeds per row
 
 Each row is the README's main command for one tiny config (`python main.py
 --config=configs/<file>.py:<variant>`), run as its own process with the world seed set
@@ -28,7 +28,9 @@ split is never rendered), and prints the multiplier with the best validation `cl
 accuracy: the rule every tiny config follows (its TINY_LR_MULTIPLIER).
 
 Runs whose workdir already holds results are not run again (delete the folder to redo one):
-an interrupted benchmark continues where it stopped.
+an interrupted benchmark continues where it stopped. The kept runs are in
+projects/synthetic_world/records (its README says how to add to them), and
+`python -m projects.synthetic_world.render` renders their tables into the results document.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ import sys
 import time
 
 from configs import common
+from projects.synthetic_world import ROOT
 from vivi.evaluate import tables
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = 'probe_results.json'   # What a finished run leaves in its workdir (main.py writes it).
 
 # Row name: (config file, variant). The order is the table's.
 RUNS = {
@@ -121,49 +124,6 @@ CLAIMS = (
 )
 
 
-# Runs finished before the probe's metrics were named '<evaluator>/<dataset>/...' (the
-# evaluation suite's names, 2026-12-03) wrote the linear probes as '<task>' and the object
-# nearest neighbours as 'object_nn': the same numbers under their old names.
-OLD_NAMES = {**{t: COLUMNS[t] for t in common.PROBE_TASKS}, 'object_nn': COLUMNS['object_nn']}
-
-
-def current_names(results: dict) -> dict:
-  parts = [results[p] for p in ('trained', 'init', 'counts')]
-  parts += list(results.get('reference', {}).values())
-  for part in parts:
-    for old, new in OLD_NAMES.items():
-      if old in part:
-        part[new] = part.pop(old)
-  return results
-
-
-def backfill_discovery(results: dict, workdir: str, args) -> dict:
-  """Runs trained before the probe measured object discovery: the probe's evaluator alone on
-  the run's final checkpoint (configs/evaluate.py:discovery, the same settings and held-out
-  frames), saved under <workdir>/discovery; the row's 'init' stays without it."""
-  if COLUMNS['object_discovery'] in results['trained'] or not os.path.isdir(
-      os.path.join(workdir, 'checkpoints')):
-    return results
-  out = os.path.join(workdir, 'discovery')
-  found = [os.path.join(out, d, 'object_discovery.json') for d in sorted(os.listdir(out))
-           if d.startswith('step_')] if os.path.isdir(out) else []
-  if not found:
-    print(f'  object discovery of {workdir} (trained before the probe had it)', flush=True)
-    with open(os.path.join(workdir, 'discovery.log'), 'w') as log:
-      subprocess.run([sys.executable, os.path.join(ROOT, 'evaluate.py'),
-                      f'--config={os.path.join(ROOT, "configs", "evaluate.py")}:discovery',
-                      f'--config.seed={args.probe_seed}', f'--workdir={workdir}',
-                      f'--output={out}'], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                     check=True)
-    return backfill_discovery(results, workdir, args)
-  with open(found[-1]) as f:
-    evaluated = json.load(f)
-  for metric, value in evaluated['metrics'].items():
-    results['trained'][f'object_discovery/{metric}'] = value
-    results['counts'][f'object_discovery/{metric}'] = evaluated['counts'][metric]
-  return results
-
-
 def workdir(root: str, world_seed: int, key: str, seed: int) -> str:
   """Where a row's run for one world seed and training seed lives (seed 0 keeps the row's
   name, so single-seed tables and several-seed ones share it)."""
@@ -187,12 +147,21 @@ def report(text: str, out: str | None) -> None:
       f.write(text)
 
 
+def read_results(folder: str) -> dict | None:
+  """The probe results of the finished run in `folder`, or None if it has not finished."""
+  path = os.path.join(folder, RESULTS)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def run(key: str, config: str, variant: str, workdir: str, args, overrides=()) -> dict:
   """Runs one tiny config as the README's main command; returns its probe results."""
-  results = os.path.join(workdir, 'probe_results.json')
-  if os.path.exists(results):
-    with open(results) as f:
-      return backfill_discovery(current_names(json.load(f)), workdir, args)
+  finished = read_results(workdir)
+  if finished is not None:
+    return finished
+  results = os.path.join(workdir, RESULTS)
   command = [sys.executable, os.path.join(ROOT, 'main.py'),
              f'--config={os.path.join(ROOT, "configs", config)}.py:{variant}',
              f'--workdir={workdir}', f'--config.data.synthetic.seed={args.world_seed}',
@@ -237,14 +206,21 @@ def over_seeds(runs: list[dict]) -> dict:
   return out
 
 
+# What the tables' marks and verdicts mean (the results document prints them under its tables).
+RESULTS_MARK = '* gain over the encoder at initialisation beyond three standard errors.'
+CLAIMS_LEGEND = ('"holds": a beats b by more than two standard errors of the difference; "does '
+                 'not hold": b beats a by as much; "within noise" otherwise.')
+
+
 def cell(value, se) -> str:
   return '–' if value is None else f'{value:.3f} ± {se:.3f}'
 
 
 def results_table(rows: dict[str, dict]) -> str:
-  # Every row starts from the same encoder (config.seed) probed on the same images: the
-  # init row is that of the row that measured the most columns (older runs lack some).
-  first = max(rows.values(), key=lambda r: len(r['init']))
+  """Rows (`over_seeds` of each row's runs) beside the encoder at initialisation and the
+  colour histogram, with RESULTS_LEGEND's marks. Every row starts from the same encoder
+  (config.seed) probed on the same images, so the first row's init is every row's."""
+  first = next(iter(rows.values()))
   counts = first['counts']
   lines = ['| row | ' + ' | '.join(COLUMNS) + ' | wall time |',
            '| --- |' + ' --- |' * (len(COLUMNS) + 1)]
@@ -256,17 +232,15 @@ def results_table(rows: dict[str, dict]) -> str:
       cell(hist.get(k), hist.get(k) is not None
            and tables.standard_error(hist[k], counts.get(k, 1))) for k in COLUMNS.values()) +
       ' | – |')
+  init, init_se = first['init'], first['init_se']
   for key, r in rows.items():
-    init, init_se = first['init'], first['init_se']
     cells = []
     for k in COLUMNS.values():
       v = r['trained'].get(k)
       if v is None:
         cells.append('–')
         continue
-      # An init without this column (a run older than its probe, backfilled): no mark.
-      se = math.hypot(r['trained_se'][k], init_se.get(k, math.inf))
-      mark = ' *' if v - init.get(k, math.inf) > 3 * se else ''
+      mark = ' *' if v - init[k] > 3 * math.hypot(r['trained_se'][k], init_se[k]) else ''
       cells.append(cell(v, r['trained_se'][k]) + mark)
     lines.append(f'| {RUNS[key][0].strip()} | ' + ' | '.join(cells) +
                  f' | {r.get("wall_seconds", float("nan")) / 60:.1f} min |')
@@ -274,12 +248,13 @@ def results_table(rows: dict[str, dict]) -> str:
 
 
 def claims_table(rows: dict[str, dict]) -> str:
+  """CLAIMS on the rows (`over_seeds`), each difference ± its two errors combined."""
   lines = ['| claim | paper | measured (a vs b) | difference | verdict |',
            '| --- | --- | --- | --- | --- |']
   for claim, paper, a, b, column in CLAIMS:
     key = COLUMNS[column]
     if a not in rows or b not in rows or any(key not in rows[r]['trained'] for r in (a, b)):
-      continue   # Not run, or run before the probe had this column.
+      continue   # Not run, or run without this column.
     va, vb = rows[a]['trained'][key], rows[b]['trained'][key]
     se = math.hypot(rows[a]['trained_se'][key], rows[b]['trained_se'][key])
     d = va - vb
@@ -289,28 +264,43 @@ def claims_table(rows: dict[str, dict]) -> str:
   return '\n'.join(lines)
 
 
-def sweep(args) -> str:
+def sweep_folder(root: str, world_seed: int, key: str, multiplier: float) -> str:
+  """Where a row's sweep run at one learning-rate multiplier lives."""
+  return os.path.join(root, f'sweep_seed{world_seed}', f'{key}_x{multiplier}')
+
+
+def sweep_table(runs: dict[str, dict[float, dict]]) -> str:
+  """Each swept row's validation `class` at every multiplier (its runs' probe results by
+  multiplier) and the multiplier the rule chooses: the best of them."""
   lines = ['| method | ' + ' | '.join(f'×{m}' for m in MULTIPLIERS) + ' | chosen |',
            '| --- |' + ' --- |' * (len(MULTIPLIERS) + 1)]
+  key = COLUMNS['class']
+  for row, by_multiplier in runs.items():
+    accuracy = {m: r['trained'][key] for m, r in by_multiplier.items()}
+    n = next(iter(by_multiplier.values()))['counts'][key]
+    lines.append(f'| {row} | ' + ' | '.join(
+        cell(accuracy[m], tables.standard_error(accuracy[m], n)) for m in MULTIPLIERS) +
+        f' | ×{max(accuracy, key=accuracy.get)} |')
+  return '\n'.join(lines)
+
+
+def sweep(args) -> str:
+  runs = {}
   for key in [k for k in args.runs if k in SWEPT]:
     _, config, variant = RUNS[key]
-    accuracy = {}
-    for m in MULTIPLIERS:
-      folder = os.path.join(args.workdir_root, f'sweep_seed{args.world_seed}', f'{key}_x{m}')
-      r = run(f'{key} x{m}', config, variant, folder, args,
-              overrides=['--config.probe.split=validation', f'--config.seed={args.seeds[0]}',
-                         f'--config.schedule.base_learning_rate={common.TINY_LEARNING_RATE * m}',
-                         '--config.probe.evaluators.linear_probe.datasets=("synthetic/class",)',
-                         '--config.probe.evaluators.object_nn.num_videos=0',
-                         '--config.probe.evaluators.object_discovery.num_videos=0'])
-      accuracy[m] = r['trained'][COLUMNS['class']]
-    n = r['counts'][COLUMNS['class']]
-    best = max(accuracy, key=accuracy.get)
-    lines.append(f'| {key} | ' + ' | '.join(
-        cell(accuracy[m], tables.standard_error(accuracy[m], n)) for m in MULTIPLIERS) +
-        f' | ×{best} |')
-    print('\n'.join(lines[-1:]), flush=True)
-  return '\n'.join(lines)
+    runs[key] = {m: run(f'{key} x{m}', config, variant,
+                        sweep_folder(args.workdir_root, args.world_seed, key, m), args,
+                        overrides=[
+                            '--config.probe.split=validation', f'--config.seed={args.seeds[0]}',
+                            '--config.schedule.base_learning_rate='
+                            f'{common.TINY_LEARNING_RATE * m}',
+                            '--config.probe.evaluators.linear_probe.datasets='
+                            '("synthetic/class",)',
+                            '--config.probe.evaluators.object_nn.num_videos=0',
+                            '--config.probe.evaluators.object_discovery.num_videos=0'])
+                 for m in MULTIPLIERS}
+    print(sweep_table({key: runs[key]}).splitlines()[-1], flush=True)
+  return sweep_table(runs)
 
 
 def main(argv=None) -> None:
@@ -345,9 +335,8 @@ def main(argv=None) -> None:
               f'{len(args.seeds)} training seeds')
     text = (f'## World seed {args.world_seed} (probe seed {args.probe_seed}, training '
             f'seed{"s" * (len(args.seeds) > 1)} {",".join(map(str, args.seeds))})\n\n'
-            f'{results_table(rows)}\n\n'
-            f'± {errors}; * gain over the encoder at initialisation beyond three standard '
-            f'errors.\n\n### The papers\' claims\n\n{claims_table(rows)}\n')
+            f'{results_table(rows)}\n\n± {errors}; {RESULTS_MARK}\n\n'
+            f'### The papers\' claims\n\n{claims_table(rows)}\n\n{CLAIMS_LEGEND}\n')
   report(text, args.out)
 
 

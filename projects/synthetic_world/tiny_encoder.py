@@ -1,6 +1,6 @@
 """Tiny encoders trained WITH LABELS on the synthetic world's `class` task: which one learns shape?
 
-  python benchmarks/tiny_encoder.py --runs 'cnn' 'depth=14,stem=small,stride=1' \\
+  python -m projects.synthetic_world.tiny_encoder --runs 'cnn' 'depth=14,stem=small,stride=1' \\
       --steps 400,800,1600 --seeds 0,1 [--test]
 
 Each `--runs` entry is a comma-separated list of key=value overriding `DEFAULTS`: depth
@@ -47,7 +47,6 @@ import subprocess
 import sys
 import time
 
-import common
 import flax
 import flax.linen as nn
 import jax
@@ -55,6 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import timing
+from projects.synthetic_world import ROOT
 from vivi.input import synthetic_tasks
 from vivi.models import resnet_v2, video_model
 
@@ -386,9 +387,9 @@ def tables(results, specs, steps_list, seeds, show_test: bool) -> str:
             'ms / train image (fwd+bwd)',
             'lr', 'wd', 'steps', 'images seen', 'seeds', 'train loss (last 50)',
             'train acc', 'val acc', 'val acc (batch stats)', 'test acc']
-  out = common.table(header, rows)
+  out = timing.table(header, rows)
   out += '\n\nValidation accuracy vs steps (mean ± s.e. over seeds):\n\n'
-  out += common.table(['encoder', 'px', 'block3/block4', 'lr'] +
+  out += timing.table(['encoder', 'px', 'block3/block4', 'lr'] +
                       [f'{s} steps' for s in steps_list], curve)
   return out
 
@@ -407,9 +408,10 @@ def onednn(args, specs):
         env.pop('XLA_FLAGS', None)
         if flag == 'onednn':
           env['XLA_FLAGS'] = '--xla_cpu_use_onednn=true'
-        out = subprocess.run([sys.executable, __file__, '--time_only', '--batch',
-                              str(args.batch), '--runs', text], env=env, check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, '-m', 'projects.synthetic_world.tiny_encoder',
+                              '--time_only', '--batch', str(args.batch), '--runs', text],
+                             env=env, cwd=ROOT, check=True, capture_output=True,
+                             text=True).stdout
         per[flag].append(float(out.strip().splitlines()[-1]))
         print(f'round {r} {flag}: {per[flag][-1] * 1e3:.3f} ms/image', flush=True)
     ratios = [d / o for d, o in zip(per['default'], per['onednn'])]
@@ -419,7 +421,7 @@ def onednn(args, specs):
                   f'{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})'])
   print(f'\noneDNN: {args.onednn} processes each, alternating; ms per training image (median); '
         'speed-up = default time / oneDNN time, median (min-max) of the rounds:\n')
-  print(common.table(['encoder', 'px', 'batch', 'default', 'oneDNN', 'speed-up'], lines))
+  print(timing.table(['encoder', 'px', 'batch', 'default', 'oneDNN', 'speed-up'], lines))
 
 
 def main():
@@ -450,13 +452,13 @@ def main():
       print(time_step(spec, args.batch)[0], flush=True)
     return
   if args.onednn:
-    print(common.machine())
+    print(timing.machine())
     onednn(args, specs)
     return
 
   results = load_results(args.results)
   if not args.table_only:
-    print(common.machine(), flush=True)
+    print(timing.machine(), flush=True)
     for spec in specs:
       data = load_data(spec['px'])
       skey = json.dumps(spec, sort_keys=True)

@@ -1,15 +1,16 @@
 r"""How often VINCE's anchor-positive pairs cross a shot boundary, on prepared records.
 
-  python benchmarks/vince_pairs.py --folder=~/.cache/vivi/videos-v3-n400-s64-seed0-fps1
-  python benchmarks/vince_pairs.py --folder=... --gap_seconds=1
+  python -m projects.synthetic_world.vince_pairs \
+      --folder=~/.cache/vivi/videos-v4-n400-s64-seed0-fps1
+  python -m projects.synthetic_world.vince_pairs --folder=... --gap_seconds=1
 
 R2V2 (Gordon et al., section 3.1) picks T frames G seconds apart from a random start and
 ignores shots; each anchor and each positive is one of the T frames, drawn with replacement
 (Table 3, Multi-Frame Multi-Pair). This replays that rule (`vince_sampler.VinceSampler.
 select`: uniform start, nearest stored frame to each time, uniform draws) on the stored
 timestamps and shot ids and prints the share of pairs whose two frames lie in different
-shots, and the share of pairs that are one frame twice. Used in docs/results.md, section 0
-("Why VINCE stays short of the bar").
+shots, and the share of pairs that are one frame twice (results.md, "History of the world":
+what led to version 4).
 """
 
 from __future__ import annotations
