@@ -1,46 +1,43 @@
-r"""Pilot worlds: the tiny synthetic world with one thing changed, to test why `class` is not
-learned (docs/results.md, section 4) before any change to the shared world itself.
+r"""Pilot worlds: the tiny synthetic world with one thing changed, to test a reading of what a
+method learns before any change to the shared world itself.
 
-  python -m projects.synthetic_world.world_pilots --variant=flat_backgrounds \
-      --folder=/tmp/pilot/flat
+  F=/tmp/pilot/flat
+  python -m projects.synthetic_world.world_pilots --variant=flat_backgrounds --folder=$F
   python main.py --config=configs/vivi.py:tiny --workdir=/tmp/pilot/vivi_flat \
-      --config.data.dataset=/tmp/pilot/flat --config.probe.split=validation \
+      --config.data.dataset=$F --config.probe.split=validation \
       --config.probe.evaluators.linear_probe.datasets='("synthetic/class",)' \
       --config.probe.evaluators.object_nn.num_videos=0 \
       --config.probe.evaluators.object_discovery.num_videos=0
-  python -m projects.synthetic_world.world_pilots --measure --folder=/tmp/pilot/flat
+  python -m projects.synthetic_world.world_pilots --measure --folder=$F  # colour vs video
   python -m projects.synthetic_world.world_pilots --contrast --variant=no_hue --seed=0
   python -m projects.synthetic_world.world_pilots --variant=flat_backgrounds --evaluate \
       --workdir=/tmp/pilot/vivi_flat --output=/tmp/pilot/vivi_flat/eval_flat_probe \
       --config=configs/evaluate.py:probe --config.split=validation   # probe on its images
 
-Each variant renders the same 400 videos as the tiny world of seed `--seed` (the same random
-draws, so the same casts, shots and trajectories) with one change; only the *training*
-videos change, the probe's held-out images are rendered by the unchanged world in the
-training process. Variants:
+Each variant is a `synthetic.RenderOptions`, the world's public hook (vivi/input/synthetic.py):
+it renders the same 400 videos as the tiny world of seed `--seed` (the same random draws, so
+the same casts, shots and trajectories) with one change. Only the *training* videos change;
+the probe's held-out images are rendered by the unchanged world in the training process,
+unless `--evaluate` renders them under the variant too. `--contrast` measures how far
+objects stand out from the background around them (with the variant, if given), `--measure`
+how far colour alone finds a shot's video in a built folder. Variants:
   flat_backgrounds  the backgrounds' sinusoids off (gradient only): no background texture
   fast_objects      every object's velocity x4 (0.04-0.32 frame sides per second)
   big_objects       every object's radius x1.6 (at most 0.4 of the frame side): the median
                     object of a training frame (radius ~0.14) at the scale of the `class`
-                    probe's prominent object (0.16-0.30, median 0.23), and twice the area of a
-                    block-4 cell of the tiny encoder, whose box columns carry an object's
-                    class only when it has the pixels (docs/results.md section 4)
-  three_hues        every background's hue rounded to one of three (red, green, blue;
-                    saturation, value and lighting unchanged): the issue's "backgrounds whose
-                    colour identifies a video less"
-  no_hue            every background's gradient grey (saturation 0; values, lighting tints
-                    and the per-channel waves unchanged)
-Since version 3 of the world the objects are grey (vivi/input/synthetic.py): the pilots of
-docs/results.md section 4, "Object colour", ran on version 2, where three_hues and no_hue
-also rounded or greyed the objects' hues, and a grey_objects variant did what version 3
-does (commit 9f86982 has them). A shot_hue variant turned each shot's gradient round the hue
-circle by an angle of its own; version 4 of the world does that (commit ac83ccf has it).
+                    probe's prominent object (0.16-0.30, median 0.23)
+  three_hues        every background hue rounded to one of three (red, green, blue;
+                    saturation, value and lighting unchanged): backgrounds whose colour
+                    identifies a video less
+  no_hue            every background gradient grey (saturation 0; values, lighting tints and
+                    the per-channel waves unchanged)
+The pilots that led to versions 3 and 4 of the world (grey objects; a palette per shot) are
+in results.md, "History of the world"; the world now does what they did.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import os
 import runpy
@@ -54,53 +51,11 @@ from vivi.evaluate import baselines
 from vivi.input import synthetic as world
 from vivi.prep import inspect_dataset
 
-
-def _flat_backgrounds() -> None:
-  sample = world.sample_background
-
-  def flat(rng, num_waves: int = 6):
-    background = sample(rng, num_waves)   # The same draws, then the waves silenced.
-    return dataclasses.replace(background, amps=background.amps * 0.0)
-  world.sample_background = flat
-
-
-def _fast_objects() -> None:
-  motion = world._Motion  # pylint: disable=protected-access
-
-  def fast(**fields):
-    fields['vel'] = fields['vel'] * 4.0
-    return motion(**fields)
-  world._Motion = fast  # pylint: disable=protected-access
-
-
-def _big_objects() -> None:
-  motion = world._Motion  # pylint: disable=protected-access
-
-  def big(**fields):
-    fields['radius'] = min(fields['radius'] * 1.6, 0.4)
-    return motion(**fields)
-  world._Motion = big  # pylint: disable=protected-access
-
-
-def _three_hues() -> None:
-  hsv = world._hsv  # pylint: disable=protected-access
-
-  def rounded(h: float, s: float, v: float):
-    return hsv(round(3 * (h % 1.0)) / 3, s, v)   # The same draws; only the hue rounded.
-  world._hsv = rounded  # pylint: disable=protected-access
-
-
-def _no_hue() -> None:
-  hsv = world._hsv  # pylint: disable=protected-access
-
-  def grey(h: float, s: float, v: float):
-    return hsv(h, 0.0, v)   # The same draws; the saturation silenced.
-  world._hsv = grey  # pylint: disable=protected-access
-
-
-VARIANTS = {'flat_backgrounds': _flat_backgrounds, 'fast_objects': _fast_objects,
-            'big_objects': _big_objects, 'three_hues': _three_hues,
-            'no_hue': _no_hue}
+VARIANTS = {'flat_backgrounds': world.RenderOptions(wave_scale=0.0),
+            'fast_objects': world.RenderOptions(speed_scale=4.0),
+            'big_objects': world.RenderOptions(size_scale=1.6),
+            'three_hues': world.RenderOptions(hue_levels=3),
+            'no_hue': world.RenderOptions(saturation_scale=0.0)}
 
 
 def colour_identifies_video(folder: str, num_videos: int = 200) -> tuple[float, float]:
@@ -132,8 +87,8 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
 
 def object_contrast(seed: int, num_videos: int = 40, image_size: int = 64
                     ) -> tuple[int, float, float, float]:
-  """How far objects stand out from their background in the world of `seed` (with whatever
-  variant is applied): every third frame of the first `num_videos` videos, for every object
+  """How far objects stand out from their background in the world of `seed` (as the options
+  in force render it): every third frame of the first `num_videos` videos, for every object
   of at least 12 visible pixels the RGB distance (in [0, 1] units) between its mean colour
   and that of the pixels within 2 px of it that no object covers. Returns (objects, median
   distance, fraction of objects closer than 0.1, median luminance difference)."""
@@ -173,35 +128,30 @@ def main() -> None:
                       help='run evaluate.py with the remaining flags and --variant applied: '
                       'its synthetic probe images rendered by the pilot world')
   args, rest = parser.parse_known_args()
-  if args.evaluate:
-    if not args.variant:
-      parser.error('--evaluate needs --variant')
-    VARIANTS[args.variant]()
-    sys.argv = ['evaluate.py'] + rest
-    runpy.run_path(os.path.join(ROOT, 'evaluate.py'), run_name='__main__')
-    return
-  if rest:
+  if args.evaluate and not args.variant:
+    parser.error('--evaluate needs --variant')
+  if rest and not args.evaluate:
     parser.error(f'unrecognized arguments: {" ".join(rest)}')
-  if args.contrast:
-    if args.variant:
-      VARIANTS[args.variant]()
-    n, median, low, luminance = object_contrast(args.seed)
-    print(f'world seed {args.seed}, {args.variant or "unchanged"}: {n} objects, RGB distance '
-          f'to the background around them median {median:.3f}, below 0.1 for {low:.3f} of '
-          f'them; luminance difference median {luminance:.3f}')
-    return
-  if not args.folder:
+  if not (args.evaluate or args.contrast or args.folder):
     parser.error('--folder is required to build or --measure a world')
-  if args.measure:
-    hit, chance = colour_identifies_video(args.folder)
-    print(f'{args.folder}: the colour-histogram neighbour of a shot is a shot of the same '
-          f'video {hit:.3f} of the time (chance {chance:.3f})')
-    return
-  if not args.variant:
+  if not (args.evaluate or args.contrast or args.measure or args.variant):
     parser.error('--variant is required to build a world')
-  VARIANTS[args.variant]()
-  world.build_dataset(args.folder, num_videos=args.num_videos, image_size=args.image_size,
-                      seed=args.seed, fps=args.fps)
+  with world.rendering_with(VARIANTS.get(args.variant, world.WORLD)):
+    if args.evaluate:
+      sys.argv = ['evaluate.py'] + rest
+      runpy.run_path(os.path.join(ROOT, 'evaluate.py'), run_name='__main__')
+    elif args.contrast:
+      n, median, low, luminance = object_contrast(args.seed)
+      print(f'world seed {args.seed}, {args.variant or "unchanged"}: {n} objects, RGB '
+            f'distance to the background around them median {median:.3f}, below 0.1 for '
+            f'{low:.3f} of them; luminance difference median {luminance:.3f}')
+    elif args.measure:
+      hit, chance = colour_identifies_video(args.folder)
+      print(f'{args.folder}: the colour-histogram neighbour of a shot is a shot of the same '
+            f'video {hit:.3f} of the time (chance {chance:.3f})')
+    else:
+      world.build_dataset(args.folder, num_videos=args.num_videos, image_size=args.image_size,
+                          seed=args.seed, fps=args.fps)
 
 
 if __name__ == '__main__':

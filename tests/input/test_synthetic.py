@@ -321,3 +321,23 @@ def test_teacher_soft_labels_are_probabilities_that_favour_visible_classes():
   assert top and np.mean(top) > 0.6, np.mean(top)
   again = records.from_serialized(records.to_sequence_example(video).SerializeToString())
   np.testing.assert_allclose(again.soft_labels, p, rtol=1e-6)
+
+
+def test_render_options_are_the_hook_of_pilot_worlds(tmp_path):
+  """`WORLD` renders the world; a pilot's options hold inside `rendering_with` only, are
+  recorded in its dataset's manifest, and keep it out of the world's cache."""
+  world = synthetic.render_video(1, seed=0, image_size=24)
+  with synthetic.rendering_with(synthetic.RenderOptions()):
+    assert _same_video(synthetic.render_video(1, seed=0, image_size=24), world)
+  pilot = synthetic.RenderOptions(size_scale=1.6)
+  with pytest.raises(RuntimeError), synthetic.rendering_with(pilot):
+    assert synthetic.render_options() == pilot
+    m = synthetic.build_dataset(str(tmp_path / 'pilot'), num_videos=1, image_size=24, seed=0)
+    assert m.extra['generator']['render_options']['size_scale'] == 1.6
+    assert not _same_video(synthetic.render_video(1, seed=0, image_size=24), world)
+    with pytest.raises(ValueError, match='holds only the world'):
+      synthetic.ensure_dataset(str(tmp_path), num_videos=1, image_size=24, seed=0)
+    raise RuntimeError('leaving the block')
+  assert synthetic.render_options() == synthetic.WORLD
+  m = synthetic.build_dataset(str(tmp_path / 'world'), num_videos=1, image_size=24, seed=0)
+  assert 'render_options' not in m.extra['generator']

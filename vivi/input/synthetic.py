@@ -34,45 +34,25 @@ The world
     targets of the distillation ablation of Romijnders et al.
   Determinism. Video i of seed s draws its world from `default_rng([s, i, 0])`, its
     per-frame noise (sensor and detector) from `default_rng([s, i, 1])` and its shots' hue
-    angles from `default_rng([s, i, 2])`, so it is the same
-    whatever the number of processes, and the world (shots, cast, trajectories) is the
-    same at every fps.
-  Version 3 (2026-12-04): grey objects. In version 2 every instance had a random hue and
-    saturation that it kept through its video, so colour alone matched an instance
-    across frames and shots, and every pretext task that pairs views of one instance or
-    one video could be solved by colour instead of shape (with colour distortion off VIVI
-    learned colour and fell below the random encoder on `class`; docs/results.md,
-    section 4). Version 3 draws the same numbers and keeps only the value, so every shot,
-    box, label, score, soft label and trajectory is version 2's and only the frames change
-    (tests/input/test_synthetic.py); backgrounds keep their colours. Measured before/after
-    for every method (docs/results.md, section 0, the pilots of section 4 "Object
-    colour"): with grey objects in the training videos only (validation `class`, paired)
-    VIVI + objects gains +0.116 +- 0.021 over six runs and VIVI, VITO, DetCon, Odin and
-    VINCE +0.016 +- 0.009 over ten; with version 3 throughout (test split), the README's
-    main command gains +0.25 to +0.39 over its random encoder in six runs on world seeds 0
-    and 1, where version 2 gave +0.012 to +0.089 in nine. A shot's colour-histogram
-    neighbour belongs to its own video 14.7% of the time (version 2: 17.3%; chance 0.4%).
-  Version 4 (2026-12-05): a palette per shot. In version 3 every shot of a video showed
-    its background in the video's two colours, so frames of different shots still shared
-    a palette: a shot's colour-histogram neighbour came from its own video 14.7% of the
-    time (chance 0.4%), and pretext tasks whose positives cross shots (VINCE's frames up
-    to 15 s apart, half of them in another shot) could match the palette instead of the
-    objects. Version 4 turns both ends of each shot's gradient round the hue circle by an
-    angle of the shot's own (`turn_hue`, drawn from a third stream, so every other draw,
-    and every shot, box, label, score, soft label and trajectory, is version 3's;
-    saturation, value, waves and lighting are unchanged). Measured before/after: the
-    colour neighbour from the same video falls to 5.2% on world seed 0, while how far
-    objects stand out from the background around them is unchanged (median RGB distance
-    0.408 -> 0.410; within 0.1 of it 3.8% -> 4.3%; `python benchmarks/world_pilots.py
-    --contrast --seed=0`). The pilot that did the same to version 3's training videos only
-    (validation `class`, paired; docs/results.md, section 0) gave VINCE +0.022 +- 0.008
-    over six runs on three world seeds and the six other methods +0.010 +- 0.007 over
-    sixteen; a pilot that greyed the backgrounds instead lowered that contrast as well and
-    cost VIVI 0.036, so the palette, not the backgrounds' colour, is what changed. With
-    version 4 throughout (test split, world seeds 0 and 1, three training seeds each),
-    the README's main command at version 3's learning rate gains +0.379 +- 0.015 over its
-    random encoder (version 3: +0.330 +- 0.026; paired, +0.049 +- 0.024), and at the
-    learning rate the sweep on version 4 chose (x4) +0.350 +- 0.016.
+    angles from `default_rng([s, i, 2])`, so it is the same whatever the number of
+    processes, and the world (shots, cast, trajectories) is the same at every fps.
+
+Why this world: every method trains on it in minutes on two CPU cores, and shape is the one
+thing that tells an object's class. Colour says nothing of the class, and it no longer
+tells an instance or a video apart either (objects are grey since version 3; each shot has
+a palette of its own since version 4), so no pretext task can match views by colour instead
+of shape. `GENERATOR_VERSION` numbers the world; versions 3 and 4 keep their predecessor's
+random draws and change only what they name (projects/synthetic_world/results.md, "History
+of the world": what each version changed, why, and what it measured).
+
+The world is a frozen instrument that every kept result was measured on. A pilot world that
+changes one thing to test a reading (projects/synthetic_world/world_pilots.py) goes through
+one public hook: everything rendered inside `with rendering_with(RenderOptions(...)):`
+(videos, datasets, and the held-out tasks, whose backgrounds come from `sample_background`)
+has the options' values scaled or rounded after they are drawn, so a pilot makes the
+world's draws and differs only where its options say. The defaults, `WORLD`, are the world
+byte for byte. `build_dataset` records a pilot's options in its manifest; `ensure_dataset`,
+whose cache holds only the world, refuses to run under a pilot.
 
 Held-out downstream tasks (`DOWNSTREAM_TASKS`, `render_downstream`) live in
 `synthetic_tasks.py`.
@@ -81,6 +61,7 @@ Held-out downstream tasks (`DOWNSTREAM_TASKS`, `render_downstream`) live in
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import dataclasses
 import io
 import math
@@ -90,7 +71,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -178,11 +159,54 @@ def _unit_areas(n: int = 256) -> np.ndarray:
 _AREA = _unit_areas()
 
 # ---------------------------------------------------------------------------------------
+# The pilots' hook (the module docstring says why).
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+  """What a pilot world changes; the defaults (`WORLD`) are the world. Each field scales or
+  rounds a value after it is drawn, so every random draw is the world's."""
+  wave_scale: float = 1.0        # The backgrounds' sinusoids' amplitudes (0: gradient only).
+  speed_scale: float = 1.0       # Every object's velocity in every shot.
+  size_scale: float = 1.0        # Every object's radius in every shot (then at most 0.4).
+  hue_levels: int = 0            # > 0: every background hue rounded to one of this many.
+  saturation_scale: float = 1.0  # The backgrounds' saturation (0: grey gradients).
+
+
+WORLD = RenderOptions()
+_in_force = WORLD
+
+
+def render_options() -> RenderOptions:
+  """The options everything renders with now: `WORLD` outside `rendering_with`."""
+  return _in_force
+
+
+@contextlib.contextmanager
+def rendering_with(options: RenderOptions) -> Iterator[RenderOptions]:
+  """Renders everything inside the block (videos, datasets, the held-out tasks) with
+  `options`; the world again afterwards."""
+  global _in_force
+  before, _in_force = _in_force, options
+  try:
+    yield options
+  finally:
+    _in_force = before
+
+
+# ---------------------------------------------------------------------------------------
 # Scene elements and their random distributions (shared with `synthetic_tasks.py`).
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
   return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v))
+
+
+def _background_hsv(h: float, s: float, v: float, options: RenderOptions) -> np.ndarray:
+  """A background colour as the options in force render it (`_hsv` under `WORLD`)."""
+  if options.hue_levels:
+    h = round(options.hue_levels * (h % 1.0)) / options.hue_levels
+  return _hsv(h, s * options.saturation_scale, v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,24 +252,30 @@ class Background:
   amps: np.ndarray       # [K, 3] per-channel amplitude of each sinusoid
 
 
-def turn_hue(bg: Background, angle: float) -> Background:
+def turn_hue(bg: Background, angle: float, options: RenderOptions | None = None) -> Background:
   """`bg` with both ends of its gradient turned round the hue circle by `angle` (in turns);
-  their saturation and value, and the waves, are unchanged."""
+  their saturation and value, and the waves, are unchanged (`options`: those in force)."""
+  options = options or _in_force
   colours = [colorsys.rgb_to_hsv(*c) for c in bg.colours]
-  return dataclasses.replace(bg, colours=np.stack([_hsv(h + angle, s, v) for h, s, v in colours]))
+  return dataclasses.replace(bg, colours=np.stack(
+      [_background_hsv(h + angle, s, v, options) for h, s, v in colours]))
 
 
-def sample_background(rng: np.random.Generator, num_waves: int = 6) -> Background:
+def sample_background(rng: np.random.Generator, num_waves: int = 6,
+                      options: RenderOptions | None = None) -> Background:
+  """A video's (or a held-out image's) background; `options`: those in force."""
+  options = options or _in_force
   hue = rng.random()
-  colours = np.stack([_hsv(hue, rng.uniform(0.1, 0.6), rng.uniform(0.25, 0.85)),
-                      _hsv(hue + rng.normal(0, 0.15), rng.uniform(0.1, 0.6),
-                           rng.uniform(0.25, 0.85))])
+  colours = np.stack([_background_hsv(hue, rng.uniform(0.1, 0.6), rng.uniform(0.25, 0.85),
+                                      options),
+                      _background_hsv(hue + rng.normal(0, 0.15), rng.uniform(0.1, 0.6),
+                                      rng.uniform(0.25, 0.85), options)])
   a = rng.uniform(0, 2 * np.pi)
   direction = np.array([np.sin(a), np.cos(a)]) * rng.uniform(0.5, 2.0)
   b = rng.uniform(0, 2 * np.pi, num_waves)
   f = rng.uniform(0.5, 3.0, num_waves)
   freqs = np.stack([np.sin(b), np.cos(b)], axis=1) * f[:, None]
-  amps = rng.normal(0, 0.05, (num_waves, 3)) / np.sqrt(f)[:, None]
+  amps = rng.normal(0, 0.05, (num_waves, 3)) / np.sqrt(f)[:, None] * options.wave_scale
   return Background(colours, direction, freqs, rng.uniform(0, 2 * np.pi, num_waves), amps)
 
 
@@ -480,11 +510,13 @@ class _Shot:
   background: Background  # the video's, in the shot's own palette (version 4)
 
 
-def _plan_video(rng: np.random.Generator, palette: np.random.Generator
-                ) -> tuple[list[Appearance], list[_Shot]]:
+def _plan_video(rng: np.random.Generator, palette: np.random.Generator,
+                options: RenderOptions | None = None) -> tuple[list[Appearance], list[_Shot]]:
   """Draws everything about a video that does not depend on the frame rate; `palette`
-  draws the shots' hue angles (its own stream, so that every other draw is version 3's)."""
-  background = sample_background(rng)
+  draws the shots' hue angles (its own stream, so that every other draw is version 3's);
+  `options`: those in force."""
+  options = options or _in_force
+  background = sample_background(rng, options=options)
   theme = rng.choice(NUM_CLASSES, int(rng.integers(2, 4)), replace=False)
   n_cast = int(rng.integers(max(2, len(theme)), MAX_CAST + 1))
   classes = np.concatenate([theme, rng.choice(theme, n_cast - len(theme))])
@@ -499,12 +531,14 @@ def _plan_video(rng: np.random.Generator, palette: np.random.Generator
       heading = rng.uniform(0, 2 * np.pi)
       motions.append(_Motion(
           instance=int(i), pos=rng.uniform(0.1, 0.9, 2),
-          vel=np.array([np.sin(heading), np.cos(heading)]) * rng.uniform(0.01, 0.08),
+          vel=(np.array([np.sin(heading), np.cos(heading)]) * rng.uniform(0.01, 0.08)
+               * options.speed_scale),
           angle=rng.uniform(0, 2 * np.pi), spin=rng.uniform(-0.5, 0.5),
-          radius=min(sizes[i] * camera.zoom, 0.3), pulse=rng.uniform(0, 0.2),
+          radius=min(min(sizes[i] * camera.zoom, 0.3) * options.size_scale, 0.4),
+          pulse=rng.uniform(0, 0.2),
           period=rng.uniform(5, 20), phase=rng.uniform(0, 2 * np.pi)))
     shots.append(_Shot(int(rng.integers(4, 15)), camera, sample_lighting(rng), tuple(motions),
-                       turn_hue(background, palette.random())))
+                       turn_hue(background, palette.random(), options)))
   return cast, shots
 
 
@@ -609,6 +643,8 @@ def build_dataset(folder: str, *, num_videos: int, image_size: int, seed: int,
                'videos_per_shard': videos_per_shard, 'jpeg_quality': JPEG_QUALITY,
                'detector': dataclasses.asdict(DETECTOR),
                'teacher': dataclasses.asdict(TEACHER)}
+  if _in_force != WORLD:   # A pilot world (the module docstring): never taken for the world.
+    generator['render_options'] = dataclasses.asdict(_in_force)
   if os.path.exists(os.path.join(folder, records.MANIFEST)):
     old = records.Manifest.read(folder).extra.get('generator')
     if old != generator:
@@ -661,7 +697,11 @@ def ensure_dataset(cache_dir: str, *, num_videos: int, image_size: int, seed: in
 
   With several workers the build runs in a fresh subprocess (`python -m
   vivi.input.synthetic`), so that its worker processes never fork a caller that runs JAX.
+  The cache holds only the world: under a pilot's `rendering_with` this raises.
   """
+  if _in_force != WORLD:
+    raise ValueError(f'the dataset cache holds only the world; build a pilot world '
+                     f'({_in_force}) with build_dataset into a folder of its own')
   folder = dataset_folder(cache_dir, num_videos=num_videos, image_size=image_size,
                           seed=seed, fps=fps)
   if os.path.exists(os.path.join(folder, records.MANIFEST)):
