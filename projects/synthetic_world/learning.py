@@ -207,9 +207,16 @@ def over_seeds(runs: list[dict]) -> dict:
 
 
 # What the tables' marks and verdicts mean (the results document prints them under its tables).
-RESULTS_MARK = '* gain over the encoder at initialisation beyond three standard errors.'
 CLAIMS_LEGEND = ('"holds": a beats b by more than two standard errors of the difference; "does '
                  'not hold": b beats a by as much; "within noise" otherwise.')
+
+
+def results_legend(num_seeds: int) -> str:
+  """What `results_table`'s errors and marks are, for rows of `num_seeds` training seeds."""
+  errors = ('the probe\'s binomial standard error' if num_seeds == 1 else
+            f'the probe\'s binomial standard error combined with that of the mean over '
+            f'{num_seeds} training seeds')
+  return f'± {errors}; * gain over the encoder at initialisation beyond three standard errors.'
 
 
 def cell(value, se) -> str:
@@ -218,7 +225,7 @@ def cell(value, se) -> str:
 
 def results_table(rows: dict[str, dict]) -> str:
   """Rows (`over_seeds` of each row's runs) beside the encoder at initialisation and the
-  colour histogram, with RESULTS_LEGEND's marks. Every row starts from the same encoder
+  colour histogram, with `results_legend`'s marks. Every row starts from the same encoder
   (config.seed) probed on the same images, so the first row's init is every row's."""
   first = next(iter(rows.values()))
   counts = first['counts']
@@ -278,7 +285,7 @@ def sweep_table(runs: dict[str, dict[float, dict]]) -> str:
   for row, by_multiplier in runs.items():
     accuracy = {m: r['trained'][key] for m, r in by_multiplier.items()}
     n = next(iter(by_multiplier.values()))['counts'][key]
-    lines.append(f'| {row} | ' + ' | '.join(
+    lines.append(f'| {RUNS[row][0].strip()} | ' + ' | '.join(
         cell(accuracy[m], tables.standard_error(accuracy[m], n)) for m in MULTIPLIERS) +
         f' | ×{max(accuracy, key=accuracy.get)} |')
   return '\n'.join(lines)
@@ -330,12 +337,9 @@ def main(argv=None) -> None:
     for key in [k for k in RUNS if k in args.runs]:   # The table's order.
       rows[key] = over_seeds([run_seed(key, args.world_seed, seed, args)
                               for seed in args.seeds])
-    errors = ('the probe\'s binomial standard error' if len(args.seeds) == 1 else
-              f'the probe\'s binomial standard error combined with that of the mean over '
-              f'{len(args.seeds)} training seeds')
     text = (f'## World seed {args.world_seed} (probe seed {args.probe_seed}, training '
             f'seed{"s" * (len(args.seeds) > 1)} {",".join(map(str, args.seeds))})\n\n'
-            f'{results_table(rows)}\n\n± {errors}; {RESULTS_MARK}\n\n'
+            f'{results_table(rows)}\n\n{results_legend(len(args.seeds))}\n\n'
             f'### The papers\' claims\n\n{claims_table(rows)}\n\n{CLAIMS_LEGEND}\n')
   report(text, args.out)
 
