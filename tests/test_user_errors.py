@@ -44,8 +44,6 @@ BAD_CONFIGS = [
     ('schedule.base_learning_rate', float('nan'), r'base_learning_rate=nan'),
     ('input.batch_videos', 0, r'config.input.batch_videos=0: .* > 0'),
     ('num_train_steps', -5, r'config.num_train_steps=-5'),
-    ('input.sampler', 'vivid',
-     r"input.sampler='vivid'; valid: \['detcon', 'none', 'vince', 'vito', 'vivi'\]"),
     ('input.sampler', 'vince', r"config.input: unknown key\(s\) \['color', 'flip', "
      r"'frames_per_shot', .* for the 'vince' sampler; it takes \['augment', 'batch_videos'"),
     ('input.frames_per_shots', 4, r"config.input: unknown key\(s\) \['frames_per_shots'\] "
@@ -55,7 +53,9 @@ BAD_CONFIGS = [
     ('input.num_shots', 0, r'input.num_shots=0: the vivi sampler needs >= 1'),
     ('input.crop_area', (0.5, 0.2), r'input.crop_area=\(0.5, 0.2\)'),
     ('optimizer.name', 'adam',
-     r"optimizer.name must be one of \['sgd', 'lars', 'adamw'\], got 'adam'"),
+     r"config.optimizer.name: unknown optimiser 'adam'; valid: \['adamw', 'lars', 'sgd'\]"),
+    ('optimizer.nesterof', True, r"config.optimizer: unknown key\(s\) \['nesterof'\] for the "
+     r"'adamw' optimiser; it takes \['momentum', 'name', 'nesterov', 'weight_decay'\]"),
     ('optimizer.momentum', 1.5, r'optimizer.momentum=1.5'),
     ('model.depth', 34, r'model.depth=34: valid depths'),
     ('model.norm', 'layer', r"model.norm='layer'"),
@@ -68,10 +68,22 @@ BAD_CONFIGS = [
      r"config.probe.evaluators.object_discovery: feature='pre_logits'; valid: \('block1'"),
     ('probe.evaluators', {'probe': {}}, r"unknown evaluators \['probe'\] in "
      r"config.probe.evaluators; valid: \['knn', 'linear_probe'"),
-    ('schedule.name', 'linear', r"schedule.name must be 'piecewise' or 'cosine'"),
+    ('schedule.name', 'linear', r"config.schedule.name: unknown learning-rate schedule 'linear'; "
+     r"valid: \['cosine', 'piecewise'\]"),
+    ('schedule.boundaries', (10,), r"config.schedule: unknown key\(s\) \['boundaries'\] for "
+     r"the 'cosine' learning-rate schedule"),
+    ('input.sampler', 'vivid', r"config.input.sampler: unknown sampler 'vivid'; valid: "
+     r"\['detcon', 'none', 'vince', 'vito', 'vivi'\]"),
+    ('input.num_shot', 2, r"config.input: unknown key\(s\) \['num_shot'\] for the 'vivi' "
+     r"sampler"),
     ('data.dataset', '/no/such/folder', r"data.dataset='/no/such/folder': no such folder"),
     ('data.dataset', NOT_A_DATASET, r'is not a dataset: it has no manifest.json'),
-    ('labelled.dataset', 'synthetic/class', r'co-training needs both'),
+    ('labelled.dataset', 'synthetic/class', r"config.labelled.dataset='synthetic/class' gives "
+     r"labelled images, but none of config.objectives .* reads them"),
+    ('objectives.supervised', {'weight': 1.0}, r"objective 'supervised' reads batch "
+     r"\['images', 'labels'\], .*; config.labelled.dataset gives them"),
+    ('objectives.rotation', {'weight': 1.0}, r"objective 'rotation' reads batch \['rotation'\]"
+     r", .*; input.rotate=True gives them"),
 ]
 
 

@@ -1,45 +1,76 @@
 """The optimisers and schedules a config names: SGD, LARS or AdamW; piecewise or cosine
-learning rates; and the target network's momentum schedule."""
+learning rates; and the target network's momentum schedule. Each is a plug-in of a registry
+(vivi/registry.py) with its config keys and defaults: `config.optimizer.name`,
+`config.schedule.name` and `config.target_network.schedule` choose them, and any other key of
+those entries must be one the chosen plug-in takes."""
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-from vivi import errors
+from vivi import errors, registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Plugin:
+  """`make(options, ...)` builds it from its resolved options."""
+  defaults: Mapping[str, Any]
+  make: Callable[..., Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# The target network's momentum m: target <- m * target + (1 - m) * online.
+
+
+def _constant_momentum(t, progress) -> jax.Array:
+  """MoCo, VINCE: m fixed (0.999)."""
+  return jnp.asarray(t.momentum, jnp.float32)
+
+
+def _cosine_momentum(t, progress) -> jax.Array:
+  """BYOL section 3.2, followed by VITO and DetCon: m rises from its base value to 1 over
+  training, 1 - (1 - m0)(cos(pi k/K) + 1)/2."""
+  return 1.0 - (1.0 - t.momentum) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
+
+
+TARGET_SCHEDULES = registry.Registry('target-momentum schedule', 'config.target_network.schedule', {
+    'constant': Plugin(dict(momentum=0.999), _constant_momentum),
+    'cosine': Plugin(dict(momentum=0.996), _cosine_momentum),
+})
 
 
 def target_momentum(config: ml_collections.ConfigDict, step) -> jax.Array:
-  """Momentum m of the target update target <- m * target + (1 - m) * online.
-
-  'constant' (MoCo, VINCE: m = 0.999) or 'cosine' (BYOL section 3.2, followed by VITO and
-  DetCon: m rises from its base value to 1 over training, 1 - (1 - m0)(cos(pi k/K) + 1)/2).
-  """
-  t = config.target_network
-  if t.schedule == 'constant':
-    return jnp.asarray(t.momentum, jnp.float32)
-  if t.schedule == 'cosine':
-    progress = jnp.minimum(step / config.num_train_steps, 1.0)
-    return 1.0 - (1.0 - t.momentum) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
-  raise errors.ConfigError(f"target_network.schedule must be 'constant' or 'cosine', got "
-                           f'{t.schedule!r}')
+  """Momentum m of the target update at `step`, by `config.target_network.schedule`."""
+  plugin, t = TARGET_SCHEDULES.resolve(config.target_network, 'config.target_network',
+                                       name_key='schedule')
+  return plugin.make(t, jnp.minimum(step / config.num_train_steps, 1.0))
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Piecewise-constant decay (VIVI section 4: x0.1 at 90k and 110k of 120k steps),
-  after an optional linear warm-up."""
-  s = config.schedule
-  if s.name == 'cosine':   # VINCE's ResNet-50 recipe (MoCo v2), BYOL-style methods.
-    if s.warmup_steps >= config.num_train_steps:
-      raise errors.ConfigError(
-          f'schedule.warmup_steps={s.warmup_steps} must be below '
-          f'num_train_steps={config.num_train_steps} for the cosine schedule')
-    return optax.warmup_cosine_decay_schedule(
-        0.0, s.base_learning_rate, s.warmup_steps, max(config.num_train_steps, 1))
-  if s.name != 'piecewise':
-    raise errors.ConfigError(f"schedule.name must be 'piecewise' or 'cosine', got {s.name!r}")
+# ---------------------------------------------------------------------------------------------
+# Learning-rate schedules.
+
+
+def _cosine_schedule(s, num_train_steps: int) -> optax.Schedule:
+  """Linear warm-up, then cosine decay to 0 (VINCE's ResNet-50 recipe, MoCo v2; BYOL-style
+  methods)."""
+  if s.warmup_steps >= num_train_steps:
+    raise errors.ConfigError(
+        f'schedule.warmup_steps={s.warmup_steps} must be below '
+        f'num_train_steps={num_train_steps} for the cosine schedule')
+  return optax.warmup_cosine_decay_schedule(
+      0.0, s.base_learning_rate, s.warmup_steps, max(num_train_steps, 1))
+
+
+def _piecewise_schedule(s, num_train_steps: int) -> optax.Schedule:
+  """Piecewise-constant decay (VIVI section 4: x0.1 at 90k and 110k of 120k steps), after an
+  optional linear warm-up."""
   # join_schedules runs the decay on `step - warmup_steps`: shift the boundaries by the
   # warm-up so that they are the absolute steps the config names (x0.1 *at* 90k and 110k).
   decay = optax.piecewise_constant_schedule(
@@ -50,26 +81,67 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   return optax.join_schedules([warmup, decay], [s.warmup_steps])
 
 
-OPTIMIZERS = ('sgd', 'lars', 'adamw')
+# The peak learning rate has no default: validation refuses a missing one.
+SCHEDULES = registry.Registry('learning-rate schedule', 'config.schedule.name', {
+    'cosine': Plugin(dict(base_learning_rate=None, warmup_steps=0), _cosine_schedule),
+    'piecewise': Plugin(dict(base_learning_rate=None, warmup_steps=0, boundaries=(),
+                             decay_factor=0.1), _piecewise_schedule),
+})
+
+
+def schedule_options(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
+  """`config.schedule` checked and completed with its schedule's defaults."""
+  return SCHEDULES.resolve(config.schedule, 'config.schedule')[1]
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  plugin, s = SCHEDULES.resolve(config.schedule, 'config.schedule')
+  return plugin.make(s, config.num_train_steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisers: weight decay on convolution and dense kernels only.
+
+
+def _kernels(params):
+  return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == 'kernel', params)
+
+
+def _sgd(o, schedule) -> optax.GradientTransformation:
+  """SGD with momentum and (coupled) L2 weight decay on kernels."""
+  return optax.chain(optax.add_decayed_weights(o.weight_decay, mask=_kernels),
+                     optax.sgd(schedule, momentum=o.momentum, nesterov=o.nesterov))
+
+
+def _lars(o, schedule) -> optax.GradientTransformation:
+  """LARS (You et al. 2017; the optimiser of BYOL and MoCLR, which VITO and DetCon follow)
+  with decay and trust ratio on kernels only, biases and normalisation parameters excluded."""
+  return optax.lars(schedule, weight_decay=o.weight_decay, weight_decay_mask=_kernels,
+                    trust_ratio_mask=_kernels, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def _adamw(o, schedule) -> optax.GradientTransformation:
+  """AdamW (Loshchilov & Hutter 2019; `momentum` is its beta1) with decoupled decay on
+  kernels only. No paper here uses it: it is for short runs (configs/common.py, the tiny
+  optimiser)."""
+  return optax.adamw(schedule, b1=o.momentum, weight_decay=o.weight_decay, mask=_kernels,
+                     nesterov=o.nesterov)
+
+
+_MOMENTUM = dict(momentum=0.9, nesterov=False, weight_decay=0.0)
+OPTIMIZERS = registry.Registry('optimiser', 'config.optimizer.name', {
+    'sgd': Plugin(_MOMENTUM, _sgd),
+    'lars': Plugin(_MOMENTUM, _lars),
+    'adamw': Plugin(_MOMENTUM, _adamw),
+})
+
+
+def optimizer_options(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
+  """`config.optimizer` checked and completed with its optimiser's defaults."""
+  return OPTIMIZERS.resolve(config.optimizer, 'config.optimizer')[1]
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """SGD with momentum and (coupled) L2 weight decay on convolution and dense kernels;
-  LARS (You et al. 2017; the optimiser of BYOL and MoCLR, which VITO and DetCon follow) with
-  decay and trust ratio on kernels only, biases and normalisation parameters excluded; or
-  AdamW (Loshchilov & Hutter 2019; `optimizer.momentum` is its beta1) with decoupled decay
-  on kernels only, which no paper here uses: it is for short runs (docs/results.md, section 2)."""
-  o = config.optimizer
-  kernels = lambda params: jax.tree_util.tree_map_with_path(
-      lambda path, _: path[-1].key == 'kernel', params)
-  schedule = learning_rate_schedule(config)
-  if o.name == 'lars':
-    return optax.lars(schedule, weight_decay=o.weight_decay, weight_decay_mask=kernels,
-                      trust_ratio_mask=kernels, momentum=o.momentum, nesterov=o.nesterov)
-  if o.name == 'adamw':
-    return optax.adamw(schedule, b1=o.momentum, weight_decay=o.weight_decay, mask=kernels)
-  if o.name != 'sgd':
-    raise errors.ConfigError(f'optimizer.name must be one of {list(OPTIMIZERS)}, got '
-                             f'{o.name!r}')
-  return optax.chain(optax.add_decayed_weights(o.weight_decay, mask=kernels),
-                     optax.sgd(schedule, momentum=o.momentum, nesterov=o.nesterov))
+  """The optimiser of `config.optimizer` on the learning rate of `config.schedule`."""
+  plugin, o = OPTIMIZERS.resolve(config.optimizer, 'config.optimizer')
+  return plugin.make(o, learning_rate_schedule(config))

@@ -44,13 +44,15 @@ def build_model(config: ml_collections.ConfigDict) -> video_model.VideoModel:
   encoder = video_model.build_encoder(config.model)
   objectives = objectives_lib.resolve(config.objectives)
   heads = {name: objectives_lib.get(name).make_head(cfg) for name, cfg in objectives.items()}
+  target_encodes = tuple(k for name in objectives for k in objectives_lib.get(name).target_encodes)
   return video_model.VideoModel(encoder=encoder, heads=heads,
-                                target_heads=tuple(target_objectives(config)))
+                                target_heads=tuple(target_objectives(config)),
+                                target_encodes=target_encodes)
 
 
 def target_objectives(config: ml_collections.ConfigDict) -> list[str]:
   """The objectives that compare against a target network; checks `config.target_network`."""
-  names = [n for n in config.objectives if getattr(objectives_lib.get(n), 'TARGET', False)]
+  names = [n for n in config.objectives if objectives_lib.get(n).target]
   has = bool(config.get('target_network'))
   if bool(names) != has:
     raise errors.ConfigError(
@@ -82,7 +84,8 @@ def create_train_state(config, model, tx, rng) -> TrainState:
   batch = init_batch(config, 2)
   for name, cfg in objectives_lib.resolve(config.objectives).items():
     # What a target pass would add to the online pass's batch (Odin's segments).
-    spec = getattr(objectives_lib.get(name), 'target_inputs_spec', lambda *_: {})(cfg, config)
+    spec_of = objectives_lib.get(name).target_inputs_spec
+    spec = spec_of(cfg, config) if spec_of else {}
     batch.update({k: jnp.zeros((2,) + shape, dtype) for k, (shape, dtype) in spec.items()})
   variables = init({'params': rng, 'objective': rng}, batch)
   memory_rng = jax.random.fold_in(rng, 1)
@@ -92,9 +95,9 @@ def create_train_state(config, model, tx, rng) -> TrainState:
   target = {'params': params, 'batch_stats': batch_stats} if model.target_heads else {}
   memory = {}
   for name, cfg in objectives_lib.resolve(config.objectives).items():
-    module = objectives_lib.get(name)
-    if hasattr(module, 'init_memory'):
-      memory[name] = module.init_memory(cfg, jax.random.fold_in(memory_rng, len(memory)))
+    init_memory = objectives_lib.get(name).init_memory
+    if init_memory:
+      memory[name] = init_memory(cfg, jax.random.fold_in(memory_rng, len(memory)))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params), target=jax.tree.map(jnp.copy, target),
                     memory=memory)

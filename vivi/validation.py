@@ -59,17 +59,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     value = get(config, key)
     if not (isinstance(value, (int, float)) and value > 0):
       _fail(key, value, f'the number of {what} must be > 0')
-  s = config.schedule
+  s = optim.schedule_options(config)    # Unknown schedule or key.
   lr = s.base_learning_rate
   if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
     _fail('schedule.base_learning_rate', lr, 'the peak learning rate must be a finite '
           'number > 0')
-  if s.get('warmup_steps', 0) < 0:
+  if s.warmup_steps < 0:
     _fail('schedule.warmup_steps', s.warmup_steps, 'must be >= 0')
   if s.name == 'piecewise' and any(b <= s.warmup_steps for b in s.boundaries):
     _fail('schedule.boundaries', tuple(s.boundaries), f'every decay step must come after the '
           f'warm-up (schedule.warmup_steps={s.warmup_steps})')
-  o = config.optimizer
+  o = optim.optimizer_options(config)   # Unknown optimiser or key.
   if o.weight_decay < 0:
     _fail('optimizer.weight_decay', o.weight_decay, 'must be >= 0')
   if not 0 <= o.momentum < 1:
@@ -89,7 +89,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
   i = samplers.resolve(config)   # Unknown sampler or input key: errors listing the valid.
   name = i.sampler
-  for key in samplers.get(name).POSITIVE:
+  for key in samplers.get(name).positive:
     if not i[key] >= 1:
       _fail(f'input.{key}', i[key], f'the {name} sampler needs >= 1')
   if name == 'none' and not config.labelled.dataset:
@@ -101,25 +101,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if key in i and not 0 < i[key][0] <= i[key][1] <= 1:
       _fail(f'input.{key}', tuple(i[key]), 'want (min, max) with 0 < min <= max <= 1')
   objectives.resolve(config.objectives)  # Unknown objective or key.
-  given = samplers.example_spec(config)
-  for name in config.objectives:         # What an objective reads, the sampler must give.
-    missing = [k for k in getattr(objectives.get(name), 'INPUTS', ()) if k not in given]
-    if missing:
-      raise errors.ConfigError(
-          f'objective {name!r} reads batch {missing}, which the {i.sampler!r} sampler does '
-          f'not give with these config.input settings (it gives {sorted(given)}); '
-          f'{objectives.get(name).INPUTS_HINT}')
+  check_inputs(config, i.sampler)
   train.target_objectives(config)       # config.target_network exactly when needed.
   if config.get('target_network'):
-    optim.target_momentum(config, 0)    # Schedule name.
+    optim.target_momentum(config, 0)    # Unknown schedule or key.
     if not 0 <= config.target_network.momentum < 1:
       _fail('target_network.momentum', config.target_network.momentum, 'must be in [0, 1)')
 
   l = config.labelled
-  if bool(l.dataset) != ('supervised' in config.objectives):
-    raise errors.ConfigError(
-        'co-training needs both config.labelled.dataset and the objective "supervised"; got '
-        f'labelled.dataset={l.dataset!r}, objectives={sorted(config.objectives)}')
   if l.dataset and not l.batch_size > 0:
     _fail('labelled.batch_size', l.batch_size, 'co-training needs labelled images per step')
 
@@ -133,6 +122,34 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   parallel.check_batch_size(i.batch_videos, mesh)
   if l.dataset:
     parallel.check_batch_size(l.batch_size, mesh, 'labelled.batch_size')
+
+
+def check_inputs(config: ml_collections.ConfigDict, sampler: str) -> None:
+  """Every batch key an objective reads (its declared `inputs`) is given: by the sampler
+  with these `config.input` settings, or by the labelled images of `config.labelled`; and
+  labelled images are configured only when an objective reads them."""
+  from vivi import objectives
+  from vivi.input import samplers
+  from vivi.objectives import objective
+
+  given = set(samplers.example_spec(config))
+  if config.labelled.dataset:
+    given |= set(objective.LABELLED_INPUTS)
+  for name in config.objectives:
+    declared = objectives.get(name)
+    missing = [k for k in declared.inputs if k not in given]
+    if missing:
+      raise errors.ConfigError(
+          f'objective {name!r} reads batch {missing}, which config.input (the {sampler!r} '
+          f'sampler) and config.labelled do not give with these settings (they give '
+          f'{sorted(given)}); {declared.inputs_hint}')
+  if config.labelled.dataset and not any(
+      set(objective.LABELLED_INPUTS) & set(objectives.get(name).inputs)
+      for name in config.objectives):
+    raise errors.ConfigError(
+        f'config.labelled.dataset={config.labelled.dataset!r} gives labelled images, but none '
+        f'of config.objectives {sorted(config.objectives)} reads them: add the objective '
+        f'that co-trains on them ("supervised") or unset config.labelled.dataset')
 
 
 def check_dataset_path(config: ml_collections.ConfigDict) -> None:

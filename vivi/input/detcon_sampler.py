@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from vivi.input import augment as augment_lib
-from vivi.input import records
+from vivi.input import records, samplers
 from vivi.input import segments as segments_lib
 
 MASKS = ('fh', 'whole_image', 'discovered')
@@ -139,3 +139,7 @@ def from_config(i, config, manifest, folder: str) -> DetconSampler:
   return DetconSampler(augment=augment_lib.from_config(i, 2), num_masks=i.num_masks,
                        fh=segments_lib.FHConfig(**i.fh), masks=i.masks,
                        discovery_crop_area=tuple(i.discovery_crop_area))
+
+
+SAMPLER = samplers.Sampler(defaults=DEFAULTS, positive=POSITIVE, example_spec=example_spec,
+                           from_config=from_config)

@@ -8,77 +8,66 @@
     'none'    no videos: labelled images only (configs/supervised.py, the supervised
               reference of the learning benchmark)
 
-Each sampler module has
-  DEFAULTS                                      its `config.input` keys beyond SHARED_KEYS,
+Each sampler module ends with `SAMPLER = Sampler(...)`:
+  defaults                                      its `config.input` keys beyond SHARED_KEYS,
                                                 with the paper's values,
-  POSITIVE                                      those of its keys that must be >= 1,
+  positive                                      those of its keys that must be >= 1,
   example_spec(i, config)                       {key: (shape, dtype)} of one video's part
                                                 of the batch (what the model is built on),
   from_config(i, config, manifest, folder)      the sampler for a dataset,
 where `i` is `resolve(config)`: `config.input` checked (an unknown sampler or key is an error
-listing the valid ones) and completed with the sampler's DEFAULTS. Adding a sampler is a new
-module plus a line in REGISTRY.
+listing the valid ones) and completed with the sampler's defaults. Adding a sampler is a new
+module plus a line in REGISTRY (vivi/registry.py; modules are imported on first use:
+DetCon's pulls in scikit-image).
 """
 
 from __future__ import annotations
 
-import importlib
-import types
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import ml_collections
 
-from vivi import errors
+from vivi import errors, registry
 
 # Keys every sampler reads; a config must set them.
 SHARED_KEYS = ('sampler', 'batch_videos', 'image_size')
-REGISTRY = {
-    'vivi': 'vivi.input.vivi_sampler',
-    'vince': 'vivi.input.vince_sampler',
-    'vito': 'vivi.input.vito_sampler',
-    'detcon': 'vivi.input.detcon_sampler',
-    'none': __name__,       # This module: no videos (`_NoVideos` below).
-}
 
 
-class _NoVideos:
-  """input.sampler='none': no video batch; `crop_area` is the labelled images' crop."""
-  DEFAULTS = dict(crop_area=(0.08, 1.0))
-  POSITIVE = ()
-  __file__ = __file__
-
-  @staticmethod
-  def example_spec(i, config) -> dict:
-    return {}
-
-  @staticmethod
-  def from_config(i, config, manifest, folder: str) -> None:
-    return None
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  defaults: Mapping[str, Any]
+  positive: tuple[str, ...]
+  example_spec: Callable[..., dict]
+  from_config: Callable[..., Any]
 
 
-def get(name: str) -> types.ModuleType | type:
-  """The sampler module of `name` (imported on first use: DetCon's pulls in scikit-image)."""
-  if name not in REGISTRY:
-    raise errors.ConfigError(f'config.input.sampler={name!r}; valid: {sorted(REGISTRY)} '
-                             '(vivi/input/samplers.py)')
-  if name == 'none':
-    return _NoVideos
-  return importlib.import_module(REGISTRY[name])
+# input.sampler='none': no video batch; `crop_area` is the labelled images' crop.
+NO_VIDEOS = Sampler(defaults=dict(crop_area=(0.08, 1.0)), positive=(),
+                    example_spec=lambda i, config: {},
+                    from_config=lambda i, config, manifest, folder: None)
+
+REGISTRY: registry.Registry[Sampler] = registry.Registry('sampler', 'config.input.sampler', {
+    'vivi': 'vivi.input.vivi_sampler:SAMPLER',
+    'vince': 'vivi.input.vince_sampler:SAMPLER',
+    'vito': 'vivi.input.vito_sampler:SAMPLER',
+    'detcon': 'vivi.input.detcon_sampler:SAMPLER',
+    'none': NO_VIDEOS,
+})
+
+
+def get(name: str) -> Sampler:
+  return REGISTRY.get(name)
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
   """`config.input` checked against its sampler's keys and completed with its DEFAULTS."""
   given = dict(config.input)
-  name = given.get('sampler')
-  module = get(name)
-  valid = set(SHARED_KEYS) | set(module.DEFAULTS)
-  unknown = sorted(set(given) - valid)
-  if unknown:
-    raise errors.ConfigError(f'config.input: unknown key(s) {unknown} for the {name!r} '
-                             f'sampler; it takes {sorted(valid)} ({module.__file__})')
   missing = [k for k in SHARED_KEYS if k not in given]
   if missing:
     raise errors.ConfigError(f'config.input needs {missing} (every sampler reads them)')
-  return ml_collections.FrozenConfigDict({**module.DEFAULTS, **given})
+  return REGISTRY.options(given['sampler'], given, 'config.input', shared=SHARED_KEYS)
 
 
 def example_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple, type]]:

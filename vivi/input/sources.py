@@ -10,7 +10,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from vivi import errors
+from vivi import errors, objectives
 from vivi.input import datasets, labelled, pipeline, records, samplers
 
 # Datasets with at most this many videos are scanned once at the start for the videos the
@@ -22,21 +22,11 @@ USABLE_SCAN_MAX_VIDEOS = 5000
 
 def check_label_spaces(config: ml_collections.ConfigDict, manifest: records.Manifest,
                        folder: str) -> None:
-  """Objectives that classify must match the dataset's label maps (clear error otherwise)."""
-  o = config.objectives
-  if 'object_classification' in o and o.object_classification.num_classes < len(
-      manifest.label_map):
-    raise errors.ConfigError(
-        f'objectives.object_classification.num_classes='
-        f'{o.object_classification.num_classes} but {folder} has '
-        f'{len(manifest.label_map)} detector labels')
-  if 'distillation' in o:
-    if not samplers.resolve(config).get('soft_labels'):
-      raise errors.ConfigError('objective distillation needs input.soft_labels=True')
-    if o.distillation.num_classes != len(manifest.soft_label_map):
-      raise errors.ConfigError(
-          f'objectives.distillation.num_classes={o.distillation.num_classes} but the soft '
-          f'labels of {folder} have {len(manifest.soft_label_map)} classes')
+  """Each objective's label space fits the dataset's (its declared `check_dataset`)."""
+  for name, cfg in objectives.resolve(config.objectives).items():
+    check = objectives.get(name).check_dataset
+    if check:
+      check(cfg, manifest, folder)
 
 
 @dataclasses.dataclass

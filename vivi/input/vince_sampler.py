@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from vivi.input import augment, frame_times
+from vivi.input import augment, frame_times, samplers
 
 _ROUNDING = 1e-3  # seconds: float32 timestamps that span exactly (T-1) G still qualify
 
@@ -102,3 +102,7 @@ def from_config(i, config, manifest, folder: str) -> VinceSampler:
   return VinceSampler(num_frames=i.num_frames, gap_seconds=i.gap_seconds,
                       frames_per_video=i.frames_per_video, same_frame=i.same_frame,
                       augment=augment.from_config(i)[0])
+
+
+SAMPLER = samplers.Sampler(defaults=DEFAULTS, positive=POSITIVE, example_spec=example_spec,
+                           from_config=from_config)

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from vivi import errors
-from vivi.input import augment, frame_times
+from vivi.input import augment, frame_times, samplers
 
 _ROUNDING = 1e-3  # seconds: float32 timestamps that span exactly clip_seconds still qualify
 
@@ -112,3 +112,7 @@ def from_config(i, config, manifest, folder: str) -> VitoSampler:
   check_frame_rate(manifest.fps, i.clip_seconds, folder)
   return VitoSampler(num_views=i.num_views, clip_seconds=i.clip_seconds,
                      augment=augment.from_config(i, i.num_views))
+
+
+SAMPLER = samplers.Sampler(defaults=DEFAULTS, positive=POSITIVE, example_spec=example_spec,
+                           from_config=from_config)

@@ -22,8 +22,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from vivi import errors
-from vivi.input import augment, records
+from vivi import errors, objectives
+from vivi.input import augment, records, samplers
 from vivi.input import objects as objects_lib
 
 
@@ -137,10 +137,14 @@ def example_spec(i, config) -> dict[str, tuple[tuple, type]]:
     spec['boxes'] = (frames + (i.max_boxes, 4), np.float32)
     spec['box_labels'] = (frames + (i.max_boxes,), np.int32)
     spec['box_valid'] = (frames + (i.max_boxes,), bool)
-  if i.soft_labels:
-    if 'distillation' not in config.objectives:
-      raise errors.ConfigError('input.soft_labels=True is for the distillation objective; add it')
-    spec['soft_labels'] = (frames + (config.objectives.distillation.num_classes,), np.float32)
+  if i.soft_labels:   # As wide as the classifier of the objective that reads them.
+    readers = objectives.reading(config, 'soft_labels')
+    if not readers:
+      raise errors.ConfigError('input.soft_labels=True gives soft labels, but none of '
+                               f'config.objectives {sorted(config.objectives)} reads them '
+                               '(distillation does)')
+    width = next(iter(readers.values())).num_classes
+    spec['soft_labels'] = (frames + (width,), np.float32)
   return spec
 
 
@@ -162,3 +166,7 @@ def from_config(i, config, manifest: records.Manifest, folder: str) -> ViviSampl
   return ViviSampler(num_shots=i.num_shots, frames_per_shot=i.frames_per_shot, rotate=i.rotate,
                      augment=augment.from_config(i)[0], objects=boxes,
                      soft_label_classes=len(manifest.soft_label_map) if i.soft_labels else 0)
+
+
+SAMPLER = samplers.Sampler(defaults=DEFAULTS, positive=POSITIVE, example_spec=example_spec,
+                           from_config=from_config)

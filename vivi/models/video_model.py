@@ -11,7 +11,8 @@ When the batch carries detector boxes [V, K, L, B, 4], features['box_features']
 [V, K, L, B, C] are the block-4 feature columns at the box centres (Romijnders et al.,
 Figure 3);
 when it carries labelled images (co-training), features['labelled'] holds their features;
-when it carries Odin's discovery view, the target network's features['discovery'] hold its.
+the target network also encodes the batch keys in `target_encodes` (the objectives'
+declarations: Odin's discovery view) into features of the same name.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class VideoModel(nn.Module):
   encoder: resnet_v2.ResNetV2
   heads: dict[str, Any]
   target_heads: tuple[str, ...] = ()
+  target_encodes: tuple[str, ...] = ()
 
   def __call__(self, batch: dict, train: bool = False, target: bool = False) -> dict:
     # No 'frames' when the run has labelled images only (input.sampler='none').
@@ -62,8 +64,8 @@ class VideoModel(nn.Module):
       features['box_features'] = box_features.gather(features['block4'], batch['boxes'])
     if 'images' in batch and not target:
       features['labelled'] = self.encode(batch['images'], train)
-    if 'discovery' in batch and target:   # Odin: the discovery network is the EMA target.
-      features['discovery'] = self.encode(batch['discovery'], train)
+    for key in self.target_encodes if target else ():
+      features[key] = self.encode(batch[key], train)
     outputs = {'features': features}
     for name, head in self.heads.items():
       if target and name in self.target_heads:

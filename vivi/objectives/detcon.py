@@ -23,11 +23,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vivi.models import heads
-from vivi.objectives import losses
+from vivi.objectives import losses, objective
 
-TARGET = True
-INPUTS = ('segments', 'mask_valid')   # What the sampler must give (validation.check_config).
-INPUTS_HINT = "input.masks='fh' or 'whole_image' gives them (input/detcon_sampler.py)"
 DEFAULTS = dict(weight=1.0, projector_hidden=4096, projection_dim=256,
                 temperature=0.1)
 
@@ -90,3 +87,10 @@ def detcon_loss(online, target, valid, temperature: float):
 def loss(outputs, batch, cfg):
   return detcon_loss(outputs['projections'], outputs['target']['projections'],
                      batch['mask_valid'], cfg.temperature)
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    inputs=('frames', 'segments', 'mask_valid'),
+    inputs_hint="input.masks='fh' or 'whole_image' gives them (input/detcon_sampler.py)",
+    target=True)

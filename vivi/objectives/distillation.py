@@ -10,6 +10,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vivi import errors
+from vivi.objectives import objective
+
 DEFAULTS = dict(weight=1.0, num_classes=1000)  # 1000: the ImageNet classifier's labels.
 
 
@@ -33,3 +36,18 @@ def loss(outputs, batch, cfg):
   p = batch['soft_labels']
   agree = jnp.mean(jnp.argmax(logq, -1) == jnp.argmax(p, -1))
   return jnp.mean(-jnp.sum(p * logq, axis=-1)), {'top1_agreement': agree}
+
+
+def check_dataset(cfg, manifest, folder: str) -> None:
+  """The classifier's soft labels are the dataset's: as many classes as its soft-label map."""
+  if cfg.num_classes != len(manifest.soft_label_map):
+    raise errors.ConfigError(
+        f'objectives.distillation.num_classes={cfg.num_classes} but the soft labels of '
+        f'{folder} have {len(manifest.soft_label_map)} classes')
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    inputs=('frames', 'soft_labels'),
+    inputs_hint='input.soft_labels=True gives them (the vivi sampler)',
+    check_dataset=check_dataset)

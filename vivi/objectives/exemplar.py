@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vivi.models import heads
-from vivi.objectives import losses
+from vivi.objectives import losses, objective
 
 DEFAULTS = dict(weight=1.0, margin=0.5, embedding_dim=1000)
 
@@ -41,3 +41,8 @@ def loss(outputs, batch, cfg):
   v, k, l = e.shape[:3]
   shot = jnp.repeat(jnp.arange(v * k), l)        # label = global index of the frame's shot
   return losses.semihard_triplet_loss(e.reshape(v * k * l, -1), shot, cfg.margin)
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    inputs=('frames',), inputs_hint='the vivi sampler gives them')

@@ -14,6 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vivi import errors
+from vivi.objectives import objective
+
 DEFAULTS = dict(weight=0.1, num_classes=600)  # 600: OpenImages V4, the paper's detector.
 
 
@@ -39,3 +42,18 @@ def loss(outputs, batch, cfg):
   n = jnp.maximum(jnp.sum(valid), 1)
   acc = jnp.sum((jnp.argmax(logits, -1) == batch['box_labels']) & valid) / n
   return jnp.sum(jnp.where(valid, per_box, 0.0)) / n, {'accuracy': acc}
+
+
+def check_dataset(cfg, manifest, folder: str) -> None:
+  """The box classifier has a logit for every detector label of the dataset."""
+  if cfg.num_classes < len(manifest.label_map):
+    raise errors.ConfigError(
+        f'objectives.object_classification.num_classes={cfg.num_classes} but {folder} has '
+        f'{len(manifest.label_map)} detector labels')
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    inputs=('frames', 'boxes', 'box_labels', 'box_valid'),
+    inputs_hint='input.max_boxes > 0 gives them (the vivi sampler)',
+    check_dataset=check_dataset)

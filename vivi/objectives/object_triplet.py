@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vivi.models import heads
-from vivi.objectives import losses
+from vivi.objectives import losses, objective
 
 DEFAULTS = dict(weight=5.0, margin=0.5)
 
@@ -44,3 +44,9 @@ def loss(outputs, batch, cfg):
   metrics['nn_same_class'] = losses.nearest_neighbour_agreement(e, labels, valid)
   metrics['valid_boxes'] = jnp.sum(valid)
   return value, metrics
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    inputs=('frames', 'boxes', 'box_labels', 'box_valid'),
+    inputs_hint='input.max_boxes > 0 gives them (the vivi sampler)')

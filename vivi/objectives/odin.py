@@ -30,11 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vivi.models import kmeans
-from vivi.objectives import detcon
+from vivi.objectives import detcon, objective
 
-TARGET = True
-INPUTS = ('discovery', 'cells')   # What the sampler must give (validation.check_config).
-INPUTS_HINT = "input.masks='discovered' gives them (configs/odin.py)"
 DEFAULTS = dict(weight=1.0, num_clusters=8, kmeans_iterations=10, feature='block4',
                 projector_hidden=4096, projection_dim=256, temperature=0.1)
 
@@ -102,3 +99,10 @@ def target_inputs_spec(cfg, config) -> dict[str, tuple[tuple, type]]:
 def loss(outputs, batch, cfg):
   return detcon.detcon_loss(outputs['projections'], outputs['target']['projections'],
                             batch['mask_valid'], cfg.temperature)
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    inputs=('frames', 'discovery', 'cells'),
+    inputs_hint="input.masks='discovered' gives them (configs/odin.py)", target=True,
+    target_encodes=('discovery',), target_inputs_spec=target_inputs_spec)

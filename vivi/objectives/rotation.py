@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from vivi.objectives import losses
+from vivi.objectives import losses, objective
 
 DEFAULTS = dict(weight=1.0)
 
@@ -31,3 +31,8 @@ def loss(outputs, batch, cfg):
   if 'rotation' not in batch:
     raise ValueError("objective 'rotation' needs rotated frames: set input.rotate=True")
   return losses.classification(outputs['logits'], batch['rotation'])
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    inputs=('frames', 'rotation'), inputs_hint='input.rotate=True gives them (the vivi sampler)')

@@ -24,7 +24,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vivi.objectives import losses
+from vivi.objectives import losses, objective
 
 DEFAULTS = dict(weight=0.04, predictor='lstm', hidden=256)
 
@@ -84,3 +84,8 @@ def loss(outputs, batch, cfg):
   hit = jnp.take_along_axis(jnp.broadcast_to(positive, scores.shape).reshape(shape),
                             best[:, None], axis=-1)
   return jnp.mean(jnp.sum(per_query.reshape(v, p), axis=1)), {'accuracy': jnp.mean(hit)}
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    inputs=('frames',), inputs_hint='the vivi sampler gives them')

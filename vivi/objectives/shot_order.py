@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vivi.objectives import losses
+from vivi.objectives import losses, objective
 
 DEFAULTS = dict(weight=1.0, hidden=512)
 
@@ -32,3 +32,8 @@ def make_head(cfg) -> nn.Module:
 
 def loss(outputs, batch, cfg):
   return losses.classification(outputs['logits'], outputs['labels'])
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    inputs=('frames',), inputs_hint='the vivi sampler gives them')

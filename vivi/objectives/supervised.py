@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from vivi.objectives import losses
+from vivi.objectives import losses, objective
 
 DEFAULTS = dict(weight=1.0, num_classes=1000)
 
@@ -30,3 +30,9 @@ def make_head(cfg) -> nn.Module:
 
 def loss(outputs, batch, cfg):
   return losses.classification(outputs['logits'], batch['labels'])
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    inputs=('images', 'labels'),
+    inputs_hint='config.labelled.dataset gives them (co-training, configs/vivi_cotrain.py)')

@@ -30,9 +30,8 @@ import jax
 import jax.numpy as jnp
 
 from vivi.models import heads
-from vivi.objectives import losses
+from vivi.objectives import losses, objective
 
-TARGET = True
 DEFAULTS = dict(weight=1.0, hidden=2048, embedding_dim=128, temperature=0.2,
                 memory_size=65_536)
 
@@ -96,3 +95,8 @@ def update_memory(memory, target_outputs, cfg):
   rows = (memory['position'] + jnp.arange(n)) % size
   return {'queue': memory['queue'].at[rows].set(keys.astype(memory['queue'].dtype)),
           'position': (memory['position'] + n) % size}
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    target=True, init_memory=init_memory, update_memory=update_memory)

@@ -26,9 +26,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vivi.models import heads
-from vivi.objectives import losses
+from vivi.objectives import losses, objective
 
-TARGET = True
 DEFAULTS = dict(weight=1.0, scales=('block3', 'block4'), attention=True, attention_hidden=512,
                 projector_hidden=4096, projection_dim=256, temperature=0.1)
 
@@ -80,3 +79,13 @@ def multi_view_info_nce(online, target, temperature: float):
 def loss(outputs, batch, cfg):
   return multi_view_info_nce(outputs['projections'], outputs['target']['projections'],
                              cfg.temperature)
+
+
+def has_attention(cfg) -> bool:
+  """Attention pooling (section 3.2) is on: the head returns its masks (Figure B.1)."""
+  return bool(cfg.attention)
+
+
+OBJECTIVE = objective.Objective(
+    defaults=DEFAULTS, make_head=make_head, loss=loss,
+    target=True, has_attention=has_attention)
