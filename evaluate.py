@@ -53,6 +53,7 @@ def main(argv):
     raise app.UsageError('nothing to do: give --config (and/or --export)')
   root = None
   if CONFIG.value is not None:
+    suite.check(CONFIG.value)   # Evaluators and their options, before anything is built.
     root = cli.writable_folder(OUTPUT.value or os.path.join(source, 'eval'),
                                '--output' if OUTPUT.value else
                                f'{source}/eval (give --output=<a writable folder>)')

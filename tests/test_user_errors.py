@@ -57,7 +57,7 @@ BAD_CONFIGS = [
     ('optimizer.nesterof', True, r"config.optimizer: unknown key\(s\) \['nesterof'\] for the "
      r"'adamw' optimiser; it takes \['momentum', 'name', 'nesterov', 'weight_decay'\]"),
     ('optimizer.momentum', 1.5, r'optimizer.momentum=1.5'),
-    ('model.depth', 34, r'model.depth=34: valid depths'),
+    ('model.depth', 34, r'model.depth=34: valid: \[14, '),
     ('model.norm', 'layer', r"model.norm='layer'"),
     ('objectives.exemplar', {'weight': 1.0, 'wieght': 2.0},
      r"objectives.exemplar: unknown key\(s\) \['wieght'\]"),

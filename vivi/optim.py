@@ -46,6 +46,13 @@ TARGET_SCHEDULES = registry.Registry('target-momentum schedule', 'config.target_
 })
 
 
+def target_schedule_options(config: ml_collections.ConfigDict
+                            ) -> ml_collections.FrozenConfigDict:
+  """`config.target_network` checked and completed with its schedule's defaults."""
+  return TARGET_SCHEDULES.resolve(config.target_network, 'config.target_network',
+                                  name_key='schedule')[1]
+
+
 def target_momentum(config: ml_collections.ConfigDict, step) -> jax.Array:
   """Momentum m of the target update at `step`, by `config.target_network.schedule`."""
   plugin, t = TARGET_SCHEDULES.resolve(config.target_network, 'config.target_network',

@@ -50,78 +50,87 @@ def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Values, names and their consistency (cheap: no model, no data)."""
-  from vivi import objectives, optim, parallel, train
+  from vivi import objectives, parallel, train
   from vivi.evaluate import suite
-  from vivi.input import augment, samplers
-  from vivi.models import resnet_v2
 
   for key, what in POSITIVE.items():
     value = get(config, key)
     if not (isinstance(value, (int, float)) and value > 0):
       _fail(key, value, f'the number of {what} must be > 0')
-  s = optim.schedule_options(config)    # Unknown schedule or key.
-  lr = s.base_learning_rate
-  if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-    _fail('schedule.base_learning_rate', lr, 'the peak learning rate must be a finite '
-          'number > 0')
-  if s.warmup_steps < 0:
-    _fail('schedule.warmup_steps', s.warmup_steps, 'must be >= 0')
-  if s.name == 'piecewise' and any(b <= s.warmup_steps for b in s.boundaries):
-    _fail('schedule.boundaries', tuple(s.boundaries), f'every decay step must come after the '
-          f'warm-up (schedule.warmup_steps={s.warmup_steps})')
-  o = optim.optimizer_options(config)   # Unknown optimiser or key.
-  if o.weight_decay < 0:
-    _fail('optimizer.weight_decay', o.weight_decay, 'must be >= 0')
-  if not 0 <= o.momentum < 1:
-    _fail('optimizer.momentum', o.momentum, 'must be in [0, 1)')
-  optim.make_optimizer(config)          # Optimiser and schedule names, warm-up vs length.
-  m = config.model
-  if m.depth not in resnet_v2.STAGE_SIZES:
-    _fail('model.depth', m.depth, f'valid depths: {list(resnet_v2.STAGE_SIZES)}')
-  if m.norm not in ('batch', 'group_ws'):   # resnet_v2.Norm
-    _fail('model.norm', m.norm, "valid: 'batch', 'group_ws'")
-  if m.stem not in resnet_v2.STEMS:
-    _fail('model.stem', m.stem, f'valid: {list(resnet_v2.STEMS)}')
-  if m.stem_stride not in (1, 2):
-    _fail('model.stem_stride', m.stem_stride, 'valid: 1, 2')
-  if m.downsample not in resnet_v2.DOWNSAMPLES:
-    _fail('model.downsample', m.downsample, f'valid: {list(resnet_v2.DOWNSAMPLES)}')
+  _check_optimisation(config)
+  _check_model(config.model)
+  inputs = _check_input(config)
+  objectives.resolve(config.objectives)  # Unknown objective or key.
+  check_inputs(config, inputs.sampler)
+  train.target_objectives(config)       # config.target_network exactly when needed.
+  labelled = config.labelled
+  if labelled.dataset and not labelled.batch_size > 0:
+    _fail('labelled.batch_size', labelled.batch_size, 'co-training needs labelled images per '
+          'step')
+  probe = config.probe
+  suite.check(probe, 'probe')   # Unknown evaluator, option, dataset or split.
+  if not (probe.num_train > 0 and (probe.num_test > 0 or probe.split == 'validation')):
+    _fail('probe.num_train', (probe.num_train, probe.num_test), 'the probes need training and '
+          'test images (set probe.evaluators.linear_probe.datasets=() to switch the probe off)')
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(inputs.batch_videos, mesh)
+  if labelled.dataset:
+    parallel.check_batch_size(labelled.batch_size, mesh, 'labelled.batch_size')
 
-  i = samplers.resolve(config)   # Unknown sampler or input key: errors listing the valid.
-  name = i.sampler
+
+def _check_optimisation(config: ml_collections.ConfigDict) -> None:
+  """The optimiser, the learning-rate schedule and the target network's momentum."""
+  from vivi import optim
+  schedule = optim.schedule_options(config)    # Unknown schedule or key.
+  peak = schedule.base_learning_rate
+  if not (isinstance(peak, (int, float)) and math.isfinite(peak) and peak > 0):
+    _fail('schedule.base_learning_rate', peak, 'the peak learning rate must be a finite '
+          'number > 0')
+  if schedule.warmup_steps < 0:
+    _fail('schedule.warmup_steps', schedule.warmup_steps, 'must be >= 0')
+  if schedule.name == 'piecewise' and any(b <= schedule.warmup_steps
+                                          for b in schedule.boundaries):
+    _fail('schedule.boundaries', tuple(schedule.boundaries), 'every decay step must come after '
+          f'the warm-up (schedule.warmup_steps={schedule.warmup_steps})')
+  optimizer = optim.optimizer_options(config)  # Unknown optimiser or key.
+  if optimizer.weight_decay < 0:
+    _fail('optimizer.weight_decay', optimizer.weight_decay, 'must be >= 0')
+  if not 0 <= optimizer.momentum < 1:
+    _fail('optimizer.momentum', optimizer.momentum, 'must be in [0, 1)')
+  optim.make_optimizer(config)          # Warm-up against the run's length.
+  if config.get('target_network'):
+    momentum = optim.target_schedule_options(config).momentum   # Unknown schedule or key.
+    if not 0 <= momentum < 1:
+      _fail('target_network.momentum', momentum, 'must be in [0, 1)')
+
+
+def _check_model(model: ml_collections.ConfigDict) -> None:
+  from vivi.models import resnet_v2
+  valid = {'depth': list(resnet_v2.STAGE_SIZES), 'norm': resnet_v2.NORMS,
+           'stem': resnet_v2.STEMS, 'stem_stride': (1, 2), 'downsample': resnet_v2.DOWNSAMPLES}
+  for key, values in valid.items():
+    if model[key] not in values:
+      _fail(f'model.{key}', model[key], f'valid: {list(values)}')
+
+
+def _check_input(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
+  """`config.input` resolved by its sampler (an unknown sampler or key lists the valid ones)
+  and its values checked."""
+  from vivi.input import augment, samplers
+  inputs = samplers.resolve(config)
+  name = inputs.sampler
   for key in samplers.get(name).positive:
-    if not i[key] >= 1:
-      _fail(f'input.{key}', i[key], f'the {name} sampler needs >= 1')
+    if not inputs[key] >= 1:
+      _fail(f'input.{key}', inputs[key], f'the {name} sampler needs >= 1')
   if name == 'none' and not config.labelled.dataset:
     raise errors.ConfigError("config.input.sampler='none' reads no videos: it trains on "
                              'labelled images only, so set config.labelled.dataset')
   if name != 'none':
-    augment.from_config(i)              # Unknown augmentation preset.
+    augment.from_config(inputs)         # Unknown augmentation preset.
   for key in ('crop_area', 'discovery_crop_area'):
-    if key in i and not 0 < i[key][0] <= i[key][1] <= 1:
-      _fail(f'input.{key}', tuple(i[key]), 'want (min, max) with 0 < min <= max <= 1')
-  objectives.resolve(config.objectives)  # Unknown objective or key.
-  check_inputs(config, i.sampler)
-  train.target_objectives(config)       # config.target_network exactly when needed.
-  if config.get('target_network'):
-    optim.target_momentum(config, 0)    # Unknown schedule or key.
-    if not 0 <= config.target_network.momentum < 1:
-      _fail('target_network.momentum', config.target_network.momentum, 'must be in [0, 1)')
-
-  l = config.labelled
-  if l.dataset and not l.batch_size > 0:
-    _fail('labelled.batch_size', l.batch_size, 'co-training needs labelled images per step')
-
-  p = config.probe
-  suite.check(p, 'probe')   # Unknown evaluator, dataset or split.
-  if not (p.num_train > 0 and (p.num_test > 0 or p.split == 'validation')):
-    _fail('probe.num_train', (p.num_train, p.num_test), 'the probes need training and test '
-          'images (set probe.evaluators.linear_probe.datasets=() to switch the probe off)')
-
-  mesh = parallel.make_mesh()
-  parallel.check_batch_size(i.batch_videos, mesh)
-  if l.dataset:
-    parallel.check_batch_size(l.batch_size, mesh, 'labelled.batch_size')
+    if key in inputs and not 0 < inputs[key][0] <= inputs[key][1] <= 1:
+      _fail(f'input.{key}', tuple(inputs[key]), 'want (min, max) with 0 < min <= max <= 1')
+  return inputs
 
 
 def check_inputs(config: ml_collections.ConfigDict, sampler: str) -> None:

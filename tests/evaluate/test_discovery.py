@@ -91,8 +91,8 @@ def test_bad_settings_are_config_errors_that_list_what_is_valid():
   config = lambda **kw: ml_collections.ConfigDict(
       {'evaluators': {'object_discovery': {**common.OBJECT_DISCOVERY, **kw}}})
   suite.check(config())
-  with pytest.raises(errors.ConfigError, match=r"object_discovery: unknown key\(s\) "
-                     r"\['clusters'\]; valid: \['feature', 'frames_per_video'"):
+  with pytest.raises(errors.ConfigError, match=r"object_discovery: unknown key\(s\) \['clusters'\] "
+                     r"for the 'object_discovery' evaluator; it takes \['feature', "):
     suite.check(config(clusters=4))
   with pytest.raises(errors.ConfigError, match=r"feature='pre_logits'; valid: \('block1'"):
     suite.check(config(feature='pre_logits'))

@@ -89,8 +89,8 @@ def test_each_evaluator_is_written_as_it_finishes_and_a_crash_loses_nothing(tmp_
   import ml_collections
 
   from vivi import encoder as encoder_api
-  from vivi import parallel
-  from vivi.evaluate import suite
+  from vivi import parallel, registry
+  from vivi.evaluate import evaluators, suite
   from vivi.models import resnet_v2
   module = resnet_v2.ResNetV2(depth=14, width=0.25)
   variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
@@ -108,7 +108,9 @@ def test_each_evaluator_is_written_as_it_finishes_and_a_crash_loses_nothing(tmp_
     return {'y': 2.0}, {}
 
   # (A ConfigDict iterates over its keys in sorted order.)
-  monkeypatch.setattr(suite, 'EVALUATORS', {'a_first': first, 'b_crash': crash, 'c_last': last})
+  monkeypatch.setattr(evaluators, 'REGISTRY', registry.Registry('evaluator', 'evaluators', {
+      name: evaluators.Evaluator(fn, {}) for name, fn in
+      [('a_first', first), ('b_crash', crash), ('c_last', last)]}))
   config = ml_collections.ConfigDict({'evaluators': {'a_first': {}, 'b_crash': {},
                                                      'c_last': {}}})
   with pytest.raises(RuntimeError, match=r"evaluators \['b_crash'\] failed"):
@@ -119,6 +121,42 @@ def test_each_evaluator_is_written_as_it_finishes_and_a_crash_loses_nothing(tmp_
   assert '| b_crash | FAILED | ZeroDivisionError: a bug |' in table
   assert sorted(os.listdir(tmp_path / 'step_5')) == ['a_first.json', 'c_last.json',
                                                      'results.md']
+
+
+def test_an_unknown_evaluator_key_in_a_config_file_stops_evaluate_at_once(tmp_path):
+  """A key misspelt in a config file (not only on the command line) is an error that lists
+  the evaluator's keys, before any encoder is built or data rendered."""
+  config_file = tmp_path / 'my_eval.py'
+  config_file.write_text(
+      'from configs import evaluate\n\n\n'
+      'def get_config():\n'
+      '  c = evaluate.get_config("synthetic")\n'
+      '  c.evaluators.vtab.num_runz = 3\n'
+      '  return c\n')
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'evaluate.py'), f'--config={config_file}',
+       '--random_init', f'--output={tmp_path / "eval"}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert out.returncode == 2 and 'Traceback' not in out.stderr, out.stderr[-2000:]
+  assert out.stderr.strip().splitlines()[-1].startswith(
+      "error: config.evaluators.vtab: unknown key(s) ['num_runz'] for the 'vtab' evaluator; "
+      "it takes ['augment', 'batch_size', "), out.stderr[-1000:]
+  assert not (tmp_path / 'eval').exists()
+
+
+def test_every_evaluator_option_has_a_default_and_unknown_ones_are_refused():
+  import ml_collections
+
+  from vivi import errors
+  from vivi.evaluate import evaluators, suite
+  for name in evaluators.REGISTRY.names():
+    config = ml_collections.ConfigDict({'evaluators': {name: {}}})
+    assert set(suite.check(config)[name]) == set(evaluators.REGISTRY.get(name).defaults)
+    config.evaluators[name].nope = 1
+    with pytest.raises(errors.ConfigError, match=rf"config.evaluators.{name}: unknown key\(s\) "
+                       rf"\['nope'\] for the '{name}' evaluator; it takes "):
+      suite.check(config)
 
 
 def test_evaluate_refuses_a_missing_workdir_and_an_unwritable_output(tmp_path):

@@ -2,9 +2,9 @@
 
 `color_histogram`: the joint RGB histogram of an image (4 bins per channel, 64 bins),
 normalised to sum to 1. It carries colour and no shape at all, so a method whose probe is
-not above the histogram's has not shown that it learned more than colour. (Measured on the
-synthetic world: it finds a same-shot frame 21% of the time, chance 2.4%, so colour alone
-solves much of the pretext tasks there.)
+not above the histogram's has not shown that it learned more than colour (on the synthetic
+world colour alone finds a frame of the same shot far above chance, so it solves much of
+the pretext tasks there).
 """
 
 from __future__ import annotations

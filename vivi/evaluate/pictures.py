@@ -173,7 +173,7 @@ def _probe_panel(ax, metric: str, scalars: dict, references: dict) -> None:
   counts are known, and the encoder at initialisation and the colour histogram as
   horizontal lines where they are known. The errors are binomial, as in the final table:
   exact for the linear probes' accuracies, rough for object_nn's shares and object
-  discovery's (see suite.object_discovery_eval)."""
+  discovery's (see evaluators.object_discovery_eval)."""
   n = references['counts'].get(metric)
   if f'probe/{metric}' in scalars:
     steps, values = scalars[f'probe/{metric}']

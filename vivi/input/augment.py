@@ -200,7 +200,7 @@ def _resize(image: tf.Tensor, hw: tf.Tensor, size: int) -> tf.Tensor:
 
   Enlarging, the antialiased resize (TF's ScaleAndTranslate) computes the same image as the
   plain bilinear one (to 3e-5 on [0, 255]) at twice the cost; it was the input pipeline's
-  most expensive op (benchmarks/input_pipeline.py), and most crops are enlarged.
+  most expensive op (python -m benchmarks.input_pipeline), and most crops are enlarged.
   """
   shape = [size, size]
   return tf.cond(tf.reduce_any(hw > size),

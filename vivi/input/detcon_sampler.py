@@ -124,21 +124,21 @@ DEFAULTS = dict(num_masks=16, fh=dataclasses.asdict(segments_lib.FHConfig()), ma
 POSITIVE = ('num_masks',)   # Keys that must be >= 1.
 
 
-def example_spec(i, config) -> dict[str, tuple[tuple, type]]:
+def example_spec(options, config) -> dict[str, tuple[tuple, type]]:
   """{key: (shape, dtype)} of one video's part of the batch, for a resolved `config.input`."""
-  s = i.image_size
-  if i.masks == 'discovered':
+  s = options.image_size
+  if options.masks == 'discovered':
     return {'frames': ((2, s, s, 3), np.uint8), 'discovery': ((s, s, 3), np.uint8),
             'cells': ((2, s, s), np.int32)}
   return {'frames': ((2, s, s, 3), np.uint8), 'segments': ((2, s, s), np.int32),
-          'mask_valid': ((i.num_masks,), bool)}
+          'mask_valid': ((options.num_masks,), bool)}
 
 
-def from_config(i, config, manifest, folder: str) -> DetconSampler:
+def from_config(options, config, manifest, folder: str) -> DetconSampler:
   """The sampler of a resolved `config.input`."""
-  return DetconSampler(augment=augment_lib.from_config(i, 2), num_masks=i.num_masks,
-                       fh=segments_lib.FHConfig(**i.fh), masks=i.masks,
-                       discovery_crop_area=tuple(i.discovery_crop_area))
+  return DetconSampler(augment=augment_lib.from_config(options, 2), num_masks=options.num_masks,
+                       fh=segments_lib.FHConfig(**options.fh), masks=options.masks,
+                       discovery_crop_area=tuple(options.discovery_crop_area))
 
 
 SAMPLER = samplers.Sampler(defaults=DEFAULTS, positive=POSITIVE, example_spec=example_spec,

@@ -12,10 +12,11 @@ Each sampler module ends with `SAMPLER = Sampler(...)`:
   defaults                                      its `config.input` keys beyond SHARED_KEYS,
                                                 with the paper's values,
   positive                                      those of its keys that must be >= 1,
-  example_spec(i, config)                       {key: (shape, dtype)} of one video's part
+  example_spec(options, config)                 {key: (shape, dtype)} of one video's part
                                                 of the batch (what the model is built on),
-  from_config(i, config, manifest, folder)      the sampler for a dataset,
-where `i` is `resolve(config)`: `config.input` checked (an unknown sampler or key is an error
+  from_config(options, config, manifest, folder)
+                                                the sampler for a dataset,
+where `options` is `resolve(config)`: `config.input` checked (an unknown sampler or key is an error
 listing the valid ones) and completed with the sampler's defaults. Adding a sampler is a new
 module plus a line in REGISTRY (vivi/registry.py; modules are imported on first use:
 DetCon's pulls in scikit-image).
@@ -45,8 +46,8 @@ class Sampler:
 
 # input.sampler='none': no video batch; `crop_area` is the labelled images' crop.
 NO_VIDEOS = Sampler(defaults=dict(crop_area=(0.08, 1.0)), positive=(),
-                    example_spec=lambda i, config: {},
-                    from_config=lambda i, config, manifest, folder: None)
+                    example_spec=lambda options, config: {},
+                    from_config=lambda options, config, manifest, folder: None)
 
 REGISTRY: registry.Registry[Sampler] = registry.Registry('sampler', 'config.input.sampler', {
     'vivi': 'vivi.input.vivi_sampler:SAMPLER',
@@ -62,7 +63,7 @@ def get(name: str) -> Sampler:
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
-  """`config.input` checked against its sampler's keys and completed with its DEFAULTS."""
+  """`config.input` checked against its sampler's keys and completed with its defaults."""
   given = dict(config.input)
   missing = [k for k in SHARED_KEYS if k not in given]
   if missing:
@@ -72,11 +73,11 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDic
 
 def example_spec(config: ml_collections.ConfigDict) -> dict[str, tuple[tuple, type]]:
   """{key: (shape, dtype)} of one video's part of the batch."""
-  i = resolve(config)
-  return get(i.sampler).example_spec(i, config)
+  options = resolve(config)
+  return get(options.sampler).example_spec(options, config)
 
 
 def build(config: ml_collections.ConfigDict, manifest, folder: str):
   """The sampler of `config.input` for the dataset in `folder` (None for 'none')."""
-  i = resolve(config)
-  return get(i.sampler).from_config(i, config, manifest, folder)
+  options = resolve(config)
+  return get(options.sampler).from_config(options, config, manifest, folder)

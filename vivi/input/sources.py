@@ -79,19 +79,20 @@ def make_input(config: ml_collections.ConfigDict,
 
 def make_labelled_input(config: ml_collections.ConfigDict, mesh):
   """The co-training stream of labelled images, or None (`config.labelled.dataset` = '')."""
-  l = config.labelled
-  if not l.dataset:
+  settings = config.labelled
+  if not settings.dataset:
     return None
-  source = labelled.LabelledSource(dataset=l.dataset, split=l.split,
-                                   data_dir=l.data_dir or None, num_examples=l.num_examples,
-                                   seed=l.seed)
+  source = labelled.LabelledSource(dataset=settings.dataset, split=settings.split,
+                                   data_dir=settings.data_dir or None,
+                                   num_examples=settings.num_examples, seed=settings.seed)
   classes = labelled.num_classes(source)
-  if config.objectives.supervised.num_classes != classes:
-    raise errors.ConfigError(
-        f'objectives.supervised.num_classes={config.objectives.supervised.num_classes} but '
-        f'{l.dataset} has {classes} classes')
+  # The objectives that read the labels classify them: one logit per class of the dataset.
+  for name, cfg in objectives.reading(config, 'labels').items():
+    if cfg.num_classes != classes:
+      raise errors.ConfigError(f'objectives.{name}.num_classes={cfg.num_classes} but '
+                               f'{settings.dataset} has {classes} classes')
   return labelled.make_labelled_pipeline(
       source, labelled.default_augment(config.input.image_size,
                                        samplers.resolve(config).crop_area),
-      batch_size=l.batch_size // jax.process_count(), seed=config.seed,
+      batch_size=settings.batch_size // jax.process_count(), seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())

@@ -91,17 +91,17 @@ DEFAULTS = dict(num_frames=4, gap_seconds=5.0, frames_per_video=4, same_frame=Fa
 POSITIVE = ('num_frames', 'frames_per_video')   # Keys that must be >= 1.
 
 
-def example_spec(i, config) -> dict[str, tuple[tuple, type]]:
+def example_spec(options, config) -> dict[str, tuple[tuple, type]]:
   """{key: (shape, dtype)} of one video's part of the batch, for a resolved `config.input`."""
-  frames = ((i.frames_per_video, i.image_size, i.image_size, 3), np.uint8)
+  frames = ((options.frames_per_video, options.image_size, options.image_size, 3), np.uint8)
   return {'frames': frames, 'target_frames': frames}
 
 
-def from_config(i, config, manifest, folder: str) -> VinceSampler:
+def from_config(options, config, manifest, folder: str) -> VinceSampler:
   """The sampler of a resolved `config.input`."""
-  return VinceSampler(num_frames=i.num_frames, gap_seconds=i.gap_seconds,
-                      frames_per_video=i.frames_per_video, same_frame=i.same_frame,
-                      augment=augment.from_config(i)[0])
+  return VinceSampler(num_frames=options.num_frames, gap_seconds=options.gap_seconds,
+                      frames_per_video=options.frames_per_video, same_frame=options.same_frame,
+                      augment=augment.from_config(options)[0])
 
 
 SAMPLER = samplers.Sampler(defaults=DEFAULTS, positive=POSITIVE, example_spec=example_spec,

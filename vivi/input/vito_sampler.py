@@ -102,16 +102,16 @@ DEFAULTS = dict(num_views=3, clip_seconds=2.56, augment='byol', crop_area=(0.4, 
 POSITIVE = ('num_views',)   # Keys that must be >= 1.
 
 
-def example_spec(i, config) -> dict[str, tuple[tuple, type]]:
+def example_spec(options, config) -> dict[str, tuple[tuple, type]]:
   """{key: (shape, dtype)} of one video's part of the batch, for a resolved `config.input`."""
-  return {'frames': ((i.num_views, i.image_size, i.image_size, 3), np.uint8)}
+  return {'frames': ((options.num_views, options.image_size, options.image_size, 3), np.uint8)}
 
 
-def from_config(i, config, manifest, folder: str) -> VitoSampler:
+def from_config(options, config, manifest, folder: str) -> VitoSampler:
   """The sampler of a resolved `config.input` for the dataset in `folder`."""
-  check_frame_rate(manifest.fps, i.clip_seconds, folder)
-  return VitoSampler(num_views=i.num_views, clip_seconds=i.clip_seconds,
-                     augment=augment.from_config(i, i.num_views))
+  check_frame_rate(manifest.fps, options.clip_seconds, folder)
+  return VitoSampler(num_views=options.num_views, clip_seconds=options.clip_seconds,
+                     augment=augment.from_config(options, options.num_views))
 
 
 SAMPLER = samplers.Sampler(defaults=DEFAULTS, positive=POSITIVE, example_spec=example_spec,

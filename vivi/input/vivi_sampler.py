@@ -127,17 +127,17 @@ DEFAULTS = dict(num_shots=4, frames_per_shot=8, augment='inception', crop_area=(
 POSITIVE = ('num_shots', 'frames_per_shot')   # Keys that must be >= 1.
 
 
-def example_spec(i, config) -> dict[str, tuple[tuple, type]]:
+def example_spec(options, config) -> dict[str, tuple[tuple, type]]:
   """{key: (shape, dtype)} of one video's part of the batch, for a resolved `config.input`."""
-  frames = (i.num_shots, i.frames_per_shot)
-  spec = {'frames': (frames + (i.image_size, i.image_size, 3), np.uint8)}
-  if i.rotate:
+  frames = (options.num_shots, options.frames_per_shot)
+  spec = {'frames': (frames + (options.image_size, options.image_size, 3), np.uint8)}
+  if options.rotate:
     spec['rotation'] = (frames, np.int32)
-  if i.max_boxes:
-    spec['boxes'] = (frames + (i.max_boxes, 4), np.float32)
-    spec['box_labels'] = (frames + (i.max_boxes,), np.int32)
-    spec['box_valid'] = (frames + (i.max_boxes,), bool)
-  if i.soft_labels:   # As wide as the classifier of the objective that reads them.
+  if options.max_boxes:
+    spec['boxes'] = (frames + (options.max_boxes, 4), np.float32)
+    spec['box_labels'] = (frames + (options.max_boxes,), np.int32)
+    spec['box_valid'] = (frames + (options.max_boxes,), bool)
+  if options.soft_labels:   # As wide as the classifier of the objective that reads them.
     readers = objectives.reading(config, 'soft_labels')
     if not readers:
       raise errors.ConfigError('input.soft_labels=True gives soft labels, but none of '
@@ -148,24 +148,27 @@ def example_spec(i, config) -> dict[str, tuple[tuple, type]]:
   return spec
 
 
-def from_config(i, config, manifest: records.Manifest, folder: str) -> ViviSampler:
+def from_config(options, config, manifest: records.Manifest, folder: str) -> ViviSampler:
   """The sampler of a resolved `config.input` for the dataset in `folder`."""
   boxes = None
-  if i.max_boxes:
+  if options.max_boxes:
     if not manifest.label_map:
       raise errors.DatasetError(
-          f'input.max_boxes={i.max_boxes}: the config trains on detector boxes, but {folder} '
+          f'input.max_boxes={options.max_boxes}: the config trains on detector boxes, but {folder} '
           f'has none (its manifest has an empty label map: prepared with --detector none); '
           f'prepare it with a detector, or set input.max_boxes=0 without the object level')
     boxes = objects_lib.ObjectsConfig(
-        num_classes=len(manifest.label_map), max_boxes=i.max_boxes, min_score=i.min_box_score,
-        random_boxes=i.random_boxes, random_labels=i.random_labels)
-  if i.soft_labels and not manifest.soft_label_map:
+        num_classes=len(manifest.label_map), max_boxes=options.max_boxes,
+        min_score=options.min_box_score, random_boxes=options.random_boxes,
+        random_labels=options.random_labels)
+  if options.soft_labels and not manifest.soft_label_map:
     raise errors.DatasetError(f'input.soft_labels=True but {folder} has no soft labels (its '
                               'manifest lists no soft_label_map)')
-  return ViviSampler(num_shots=i.num_shots, frames_per_shot=i.frames_per_shot, rotate=i.rotate,
-                     augment=augment.from_config(i)[0], objects=boxes,
-                     soft_label_classes=len(manifest.soft_label_map) if i.soft_labels else 0)
+  return ViviSampler(num_shots=options.num_shots, frames_per_shot=options.frames_per_shot,
+                     rotate=options.rotate, augment=augment.from_config(options)[0],
+                     objects=boxes,
+                     soft_label_classes=len(manifest.soft_label_map) if options.soft_labels
+                     else 0)
 
 
 SAMPLER = samplers.Sampler(defaults=DEFAULTS, positive=POSITIVE, example_spec=example_spec,

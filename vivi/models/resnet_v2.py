@@ -25,18 +25,16 @@ Stems (`ResNetV2.stem`):
     stride 2: 12, 6, 3, 3 at 48 px and 16, 8, 4, 4 at 64 px.
   Both name their convolution 'stem_conv' (7x7 or 3x3 kernel), so checkpoints and the Keras
   converter see the imagenet stem's parameters unchanged.
-Why (measured by benchmarks/tiny_encoder.py on this 2-core CPU: ResNet-14, trained with
-labels on the synthetic world's `class` task, 800 steps of 64, validation accuracy over 2
-seeds): 'small' with stride 2 at 64 px is the cheapest way to 4x4 blocks 3 and 4 (width
-0.5: 0.26 GFLOP per training image, forward + backward; width 0.25: 0.067, about the cost
-of 'imagenet' at 48 px, 0.059); stride 1 keeps 6x6 at 48 px but costs 0.59 GFLOP (width
-0.5), too slow for the tiny self-supervised runs. On accuracy the stem alone is not the
-limit: 'imagenet' at 48 px (0.29-0.36) and 'small'/2 at 64 px (0.26-0.30) both stay far
-below a plain 8-layer CNN (0.79-0.83), because the stages downsample by striding (the
-stride-2 3x3 convolution and the subsampling 1x1 shortcut): the same CNN with stride-2
-convolutions instead of max-pools falls to 0.29, and ResNet-14 'small'/2 at 64 px with
-units that downsample by pooling instead (max-pool after the 3x3 convolution,
-average-pooled shortcut) reaches 0.57-0.61 at 800 steps and 0.83-0.85 at 1,600.
+Why two stems and two ways to downsample: the tiny configs (configs/common.py) train on
+64-px images, where the imagenet stem leaves blocks 3 and 4 as 2x2 maps, too coarse for the
+object level's box columns and for object discovery. 'small' with stride 2 gives 4x4 maps
+there at about the cost of the imagenet stem at 48 px (stride 1 costs several times more).
+The stages' strided downsampling (the stride-2 3x3 convolution and the subsampling 1x1
+shortcut) skips pixels, and on the small synthetic shapes an encoder trained with labels
+then stays far below a plain CNN; `downsample='pool'` downsamples by pooling instead
+(max-pool after the 3x3 convolution, average-pooled shortcut), which closes that gap. The
+measurements behind both choices are the tiny-encoder study of projects/synthetic_world/
+(tiny_encoder.py).
 
 `norm='batch'` uses BatchNorm over the whole (global, sharded) batch; `norm='group_ws'`
 uses GroupNorm with weight-standardised convolutions (Qiao et al. 2019), which VIVI
@@ -66,6 +64,8 @@ STAGE_SIZES = {
 STEMS = ('imagenet', 'small')
 # How units of stride 2 downsample (`BottleneckUnit.downsample`).
 DOWNSAMPLES = ('stride', 'pool')
+# Normalisations (`Norm.kind`): BatchNorm, or GroupNorm with weight standardisation.
+NORMS = ('batch', 'group_ws')
 # Keras uses BatchNormalization(epsilon=1.001e-5); the converter relies on matching it.
 BN_EPSILON = 1.001e-5
 
@@ -134,7 +134,7 @@ class Norm(nn.Module):
                          f'by it; got {x.shape[-1]} (change model.num_groups or model.width)')
       return nn.GroupNorm(num_groups=self.num_groups, epsilon=1e-5, scale_init=scale_init,
                           dtype=jnp.float32)(x)
-    raise ValueError(f"model.norm must be 'batch' or 'group_ws', got {self.kind!r}")
+    raise ValueError(f'model.norm must be one of {NORMS}, got {self.kind!r}')
 
 
 class BottleneckUnit(nn.Module):
