@@ -40,39 +40,39 @@ OBJECT_DISCOVERY = dict(num_videos=60, frames_per_video=4, num_clusters=5, num_i
 
 def base(variant: str = '') -> ml_collections.ConfigDict:
   """The shared part; `variant='tiny'` is the smoke-run scale on the synthetic world."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  config = ml_collections.ConfigDict()
+  config.seed = 0
 
-  c.data = ml_collections.ConfigDict()
-  c.data.dataset = ''            # A folder of records + manifest.json, or 'synthetic'.
-  c.data.cache_dir = '~/.cache/vivi'   # Where the synthetic world is built on first use.
-  c.data.synthetic = dict(num_videos=2000, image_size=256, seed=0, fps=1.0)
-  c.data.shuffle_buffer = 2000
+  config.data = ml_collections.ConfigDict()
+  config.data.dataset = ''            # A folder of records + manifest.json, or 'synthetic'.
+  config.data.cache_dir = '~/.cache/vivi'   # Where the synthetic world is built on first use.
+  config.data.synthetic = dict(num_videos=2000, image_size=256, seed=0, fps=1.0)
+  config.data.shuffle_buffer = 2000
 
   # Co-training with labelled images (input/labelled.py): '' = none.
-  c.labelled = dict(dataset='', split='train', data_dir='', batch_size=0, num_examples=10000,
+  config.labelled = dict(dataset='', split='train', data_dir='', batch_size=0, num_examples=10000,
                     seed=2)
 
-  c.model = ml_collections.ConfigDict()
-  c.model.depth = 50
-  c.model.width = 1.0            # 3.0 for VIVI-Ex(4)-Big.
-  c.model.norm = 'batch'         # 'group_ws' when co-training (VIVI section 4).
-  c.model.num_groups = 32
+  config.model = ml_collections.ConfigDict()
+  config.model.depth = 50
+  config.model.width = 1.0            # 3.0 for VIVI-Ex(4)-Big.
+  config.model.norm = 'batch'         # 'group_ws' when co-training (VIVI section 4).
+  config.model.num_groups = 32
   # 'imagenet': 7x7/2 convolution + 3x3/2 max-pool (Keras' ResNet50V2, the papers' 224 px);
   # 'small': one 3x3 convolution of stride stem_stride, no max-pool (small images).
-  c.model.stem = 'imagenet'
-  c.model.stem_stride = 1
-  c.model.downsample = 'stride'  # 'pool': stride-2 units max-pool instead (resnet_v2.py).
-  c.model.dtype = 'float32'
-  c.model.fsdp = False           # Shard parameters and optimiser state over devices
+  config.model.stem = 'imagenet'
+  config.model.stem_stride = 1
+  config.model.downsample = 'stride'  # 'pool': stride-2 units max-pool instead (resnet_v2.py).
+  config.model.dtype = 'float32'
+  config.model.fsdp = False           # Shard parameters and optimiser state over devices
                                  # (parallel.state_shardings), e.g. for width 3.0.
 
-  c.log_every_steps = 100
+  config.log_every_steps = 100
   # A step with a non-finite loss or gradient is skipped (the state is kept); this many in
   # a row stop the run (vivi/loop.py NonFiniteGuard).
-  c.max_nonfinite_steps = 10
-  c.checkpoint_every_steps = 1000
-  c.keep_checkpoints = 3
+  config.max_nonfinite_steps = 10
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
   # Linear probe of frozen pooled features on the synthetic world's held-out tasks, the
   # object nearest-neighbour diagnostic of Romijnders et al. Table 2 on held-out videos,
   # and Odin's object discovery (k-means segments of block 4 vs the true object masks).
@@ -81,7 +81,7 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   # The evaluators are the evaluation suite's (vivi/evaluate/suite.py, configs/evaluate.py):
   # set a linear probe's datasets to () or object_nn's or object_discovery's num_videos to 0
   # to switch it off.
-  c.probe = dict(
+  config.probe = dict(
       every_steps=10_000, split='test', seed=1, image_size=224, num_train=2000, num_test=1000,
       evaluators=dict(
           linear_probe=dict(datasets=tuple(f'synthetic/{t}' for t in PROBE_TASKS),
@@ -90,17 +90,17 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
           object_discovery=dict(OBJECT_DISCOVERY)))
 
   if variant == 'tiny':
-    c.data.dataset = 'synthetic'
-    c.data.synthetic = dict(num_videos=400, image_size=64, seed=0, fps=1.0)
-    c.data.shuffle_buffer = 400
-    c.model.update(TINY_MODEL)
-    c.log_every_steps = 25
-    c.checkpoint_every_steps = 150
-    c.probe.every_steps = TINY_STEPS // 2   # Midway and at the end.
-    c.probe.image_size = TINY_IMAGE_SIZE
+    config.data.dataset = 'synthetic'
+    config.data.synthetic = dict(num_videos=400, image_size=64, seed=0, fps=1.0)
+    config.data.shuffle_buffer = 400
+    config.model.update(TINY_MODEL)
+    config.log_every_steps = 25
+    config.checkpoint_every_steps = 150
+    config.probe.every_steps = TINY_STEPS // 2   # Midway and at the end.
+    config.probe.image_size = TINY_IMAGE_SIZE
   elif variant:
     raise ValueError(f"unknown variant {variant!r}; use '' (paper) or 'tiny'")
-  return c
+  return config
 
 
 def parse_variant(variant: str, config_file: str, options: tuple[str, ...] = ()
@@ -116,7 +116,7 @@ def parse_variant(variant: str, config_file: str, options: tuple[str, ...] = ()
   return (sizes[0] if sizes else ''), (chosen[0] if chosen else '')
 
 
-def tiny_schedule(c: ml_collections.ConfigDict, *, images_per_video: int,
+def tiny_schedule(config: ml_collections.ConfigDict, *, images_per_video: int,
                   lr_multiplier: float) -> None:
   """The tiny runs' budget, optimiser and learning-rate rule, the same for every method
   (call it after the method's paper values are set; it replaces `optimizer` and `schedule`).
@@ -132,14 +132,14 @@ def tiny_schedule(c: ml_collections.ConfigDict, *, images_per_video: int,
                      f'{TINY_IMAGES_PER_STEP} images per step')
   if lr_multiplier not in TINY_LR_MULTIPLIERS:
     raise ValueError(f'lr_multiplier {lr_multiplier} is not one of {TINY_LR_MULTIPLIERS}')
-  c.input.batch_videos = TINY_IMAGES_PER_STEP // images_per_video
-  c.input.image_size = TINY_IMAGE_SIZE
-  c.num_train_steps = TINY_STEPS
-  c.optimizer = dict(TINY_OPTIMIZER)
-  c.schedule = dict(name='cosine', base_learning_rate=TINY_LEARNING_RATE * lr_multiplier,
+  config.input.batch_videos = TINY_IMAGES_PER_STEP // images_per_video
+  config.input.image_size = TINY_IMAGE_SIZE
+  config.num_train_steps = TINY_STEPS
+  config.optimizer = dict(TINY_OPTIMIZER)
+  config.schedule = dict(name='cosine', base_learning_rate=TINY_LEARNING_RATE * lr_multiplier,
                     warmup_steps=TINY_WARMUP_STEPS)
-  if 'target_network' in c:
+  if 'target_network' in config:
     # A target that averages over 1/(1 - m) steps must follow the online network within a
     # tiny run: 0.999 (MoCo) would leave it at its initialisation (VINCE's loss then stays
     # at chance), so 0.99 (a 100-step horizon) for every tiny run.
-    c.target_network.momentum = 0.99
+    config.target_network.momentum = 0.99

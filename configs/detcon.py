@@ -39,36 +39,36 @@ TINY_LR_MULTIPLIER = 1   # Chosen by the validation sweep (configs/common.py).
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   size, ablation = common.parse_variant(variant, 'configs/detcon.py', ('whole_image',))
-  c = common.base(size)
+  config = common.base(size)
 
-  c.input = ml_collections.ConfigDict()
-  c.input.sampler = 'detcon'      # vivi/input/detcon_sampler.py
-  c.input.batch_videos = 4096     # One frame per video: 4096 images x 2 views.
-  c.input.image_size = 224
-  c.input.augment = 'byol'
-  c.input.crop_area = (0.08, 1.0)
-  c.input.num_masks = 16
-  c.input.masks = 'fh'            # 'whole_image': the same objective on whole images.
-  c.input.fh = dict(scale=1000.0, sigma=0.8, min_size=1000)
+  config.input = ml_collections.ConfigDict()
+  config.input.sampler = 'detcon'      # vivi/input/detcon_sampler.py
+  config.input.batch_videos = 4096     # One frame per video: 4096 images x 2 views.
+  config.input.image_size = 224
+  config.input.augment = 'byol'
+  config.input.crop_area = (0.08, 1.0)
+  config.input.num_masks = 16
+  config.input.masks = 'fh'            # 'whole_image': the same objective on whole images.
+  config.input.fh = dict(scale=1000.0, sigma=0.8, min_size=1000)
 
-  c.objectives = ml_collections.ConfigDict()
-  c.objectives.detcon = dict(weight=1.0, projector_hidden=4096, projection_dim=256,
+  config.objectives = ml_collections.ConfigDict()
+  config.objectives.detcon = dict(weight=1.0, projector_hidden=4096, projection_dim=256,
                              temperature=0.1)
-  c.target_network = dict(momentum=0.996, schedule='cosine')
+  config.target_network = dict(momentum=0.996, schedule='cosine')
 
-  c.optimizer = dict(name='lars', momentum=0.9, nesterov=False, weight_decay=1.5e-6)
-  c.schedule = dict(name='cosine', base_learning_rate=3.2, warmup_steps=3125)
-  c.num_train_steps = 312_500
+  config.optimizer = dict(name='lars', momentum=0.9, nesterov=False, weight_decay=1.5e-6)
+  config.schedule = dict(name='cosine', base_learning_rate=3.2, warmup_steps=3125)
+  config.num_train_steps = 312_500
 
   if size == 'tiny':
-    common.tiny_schedule(c, images_per_video=2,
+    common.tiny_schedule(config, images_per_video=2,
                          lr_multiplier=TINY_LR_MULTIPLIER)
-    c.input.crop_area = (0.25, 1.0)
-    c.input.num_masks = 8
-    c.input.fh = dict(scale=100.0, sigma=0.8, min_size=50)
-    c.objectives.detcon.projector_hidden = 512
-    c.objectives.detcon.projection_dim = 64
+    config.input.crop_area = (0.25, 1.0)
+    config.input.num_masks = 8
+    config.input.fh = dict(scale=100.0, sigma=0.8, min_size=50)
+    config.objectives.detcon.projector_hidden = 512
+    config.objectives.detcon.projection_dim = 64
   if ablation == 'whole_image':   # The same objective on whole images: one mask each.
-    c.input.masks = 'whole_image'
-    c.input.num_masks = 1
-  return c
+    config.input.masks = 'whole_image'
+    config.input.num_masks = 1
+  return config

@@ -57,16 +57,16 @@ from configs import common
 
 
 def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 1
-  c.image_size = common.TINY_IMAGE_SIZE   # The tiny runs' images (their blocks 3, 4: 4x4).
-  c.data_dir = ''        # TFDS data (tfds/<name> datasets, VTAB tasks); never downloaded.
-  c.num_train = 2000     # Probe / kNN examples per split (synthetic tasks are rendered).
-  c.num_test = 1000
-  c.workdir = ''         # Set by evaluate.py: training curves and VITO's attention need it.
-  c.split = 'test'       # 'validation': score on held-out training images (suite.py).
+  config = ml_collections.ConfigDict()
+  config.seed = 1
+  config.image_size = common.TINY_IMAGE_SIZE   # The tiny runs' images (their blocks 3, 4: 4x4).
+  config.data_dir = ''        # TFDS data (tfds/<name> datasets, VTAB tasks); never downloaded.
+  config.num_train = 2000     # Probe / kNN examples per split (synthetic tasks are rendered).
+  config.num_test = 1000
+  config.workdir = ''         # Set by evaluate.py: training curves and VITO's attention need it.
+  config.split = 'test'       # 'validation': score on held-out training images (suite.py).
   # The encoder of `evaluate.py --random_init` (VTAB's from-scratch baseline): the tiny one.
-  c.model = common.base('tiny').model
+  config.model = common.base('tiny').model
   tasks = tuple(f'synthetic/{t}' for t in common.PROBE_TASKS)
   sequences = dict(num_videos=40, frames_per_video=12)   # pm-k: consecutive frames, 4 fps
   held_out = dict(num_videos=40, frames_per_video=8)     # retrieval, t-SNE: across shots
@@ -77,7 +77,7 @@ def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
   vtab_full = dict(tasks=('synthetic/class', 'synthetic/count', 'synthetic/orientation'),
                    step_scale=0.01, num_runs=3, batch_size=64, augment='')
   if variant in ('synthetic', 'synthetic_full', 'quick'):
-    c.evaluators = dict(
+    config.evaluators = dict(
         # Block 4 averaged over its positions is pre_logits itself: not a row of its own.
         linear_probe=dict(datasets=tasks, features=('pre_logits', 'block3')),
         knn=dict(datasets=tasks, features=('pre_logits',), k=20, temperature=0.07),
@@ -89,21 +89,21 @@ def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
         pictures=dict(num_queries=6, k=5, **held_out),
     )
     if variant == 'quick':
-      del c.evaluators['vtab']
+      del config.evaluators['vtab']
   elif variant == 'vtab':
-    c.image_size = 224
-    c.evaluators = dict(vtab=dict(tasks=('vtab',), step_scale=1.0, num_runs=3,
+    config.image_size = 224
+    config.evaluators = dict(vtab=dict(tasks=('vtab',), step_scale=1.0, num_runs=3,
                                   batch_size=512, augment='none'))
   elif variant == 'vtab_tiny':
-    c.num_test = 500
-    c.evaluators = dict(vtab=dict(vtab_tiny, num_test=500))
+    config.num_test = 500
+    config.evaluators = dict(vtab=dict(vtab_tiny, num_test=500))
   elif variant == 'discovery':
-    c.evaluators = dict(object_discovery=dict(common.OBJECT_DISCOVERY))
+    config.evaluators = dict(object_discovery=dict(common.OBJECT_DISCOVERY))
   elif variant == 'probe':
-    c.evaluators = dict(linear_probe=dict(datasets=tasks, features=('pre_logits',)))
+    config.evaluators = dict(linear_probe=dict(datasets=tasks, features=('pre_logits',)))
   elif variant == 'retrieval':
-    c.evaluators = dict(retrieval=dict(ks=(1, 5), **held_out))
+    config.evaluators = dict(retrieval=dict(ks=(1, 5), **held_out))
   else:
     raise ValueError(f"unknown variant {variant!r}: 'synthetic', 'synthetic_full', 'quick', "
                      "'vtab', 'vtab_tiny', 'discovery', 'probe' or 'retrieval'")
-  return c
+  return config

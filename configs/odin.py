@@ -43,16 +43,16 @@ TINY_LR_MULTIPLIER = detcon.TINY_LR_MULTIPLIER
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   size, _ = common.parse_variant(variant, 'configs/odin.py')
-  c = detcon.get_config(size)        # DetCon_B's recipe, then its masks replaced.
-  c.input.masks = 'discovered'       # vivi/input/detcon_sampler.py
-  c.input.discovery_crop_area = (0.5, 1.0)
-  del c.input.fh, c.input.num_masks  # Odin's masks are its K clusters.
-  head = dict(c.objectives.detcon)
-  del c.objectives.detcon
-  c.objectives.odin = dict(weight=1.0, num_clusters=8, kmeans_iterations=10, feature='block4',
+  config = detcon.get_config(size)        # DetCon_B's recipe, then its masks replaced.
+  config.input.masks = 'discovered'       # vivi/input/detcon_sampler.py
+  config.input.discovery_crop_area = (0.5, 1.0)
+  del config.input.fh, config.input.num_masks  # Odin's masks are its K clusters.
+  head = dict(config.objectives.detcon)
+  del config.objectives.detcon
+  config.objectives.odin = dict(weight=1.0, num_clusters=8, kmeans_iterations=10, feature='block4',
                            temperature=head['temperature'],
                            projector_hidden=head['projector_hidden'],
                            projection_dim=head['projection_dim'])
   if size == 'tiny':
-    c.objectives.odin.num_clusters = 4
-  return c
+    config.objectives.odin.num_clusters = 4
+  return config

@@ -33,32 +33,32 @@ TINY_LR_MULTIPLIER = 4   # Chosen by the validation sweep (configs/common.py).
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   size, _ = common.parse_variant(variant, 'configs/supervised.py')
-  c = common.base(size)
-  c.input = ml_collections.ConfigDict()
-  c.input.sampler = 'none'              # Labelled images only (vivi/input/samplers.py).
-  c.input.batch_videos = 1              # Unused without videos (kept for the checks).
-  c.input.image_size = 224
-  c.input.crop_area = (0.08, 1.0)      # Inception crops (Szegedy et al. 2015), and flips.
-  c.labelled.dataset = 'imagenet2012'
-  c.labelled.batch_size = 1024
-  c.objectives = ml_collections.ConfigDict()
-  c.objectives.supervised = dict(weight=1.0, num_classes=1000)
-  c.optimizer = dict(name='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4)
+  config = common.base(size)
+  config.input = ml_collections.ConfigDict()
+  config.input.sampler = 'none'              # Labelled images only (vivi/input/samplers.py).
+  config.input.batch_videos = 1              # Unused without videos (kept for the checks).
+  config.input.image_size = 224
+  config.input.crop_area = (0.08, 1.0)      # Inception crops (Szegedy et al. 2015), and flips.
+  config.labelled.dataset = 'imagenet2012'
+  config.labelled.batch_size = 1024
+  config.objectives = ml_collections.ConfigDict()
+  config.objectives.supervised = dict(weight=1.0, num_classes=1000)
+  config.optimizer = dict(name='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4)
   steps_per_epoch = IMAGENET_EPOCH // 1024
-  c.schedule = dict(name='piecewise', base_learning_rate=0.4, decay_factor=0.1,
+  config.schedule = dict(name='piecewise', base_learning_rate=0.4, decay_factor=0.1,
                     boundaries=tuple(e * steps_per_epoch for e in (30, 60, 80)),
                     warmup_steps=5 * steps_per_epoch)
-  c.num_train_steps = 90 * steps_per_epoch
+  config.num_train_steps = 90 * steps_per_epoch
 
   if size == 'tiny':
-    c.labelled.dataset = 'synthetic/class'
-    c.objectives.supervised.num_classes = 10
-    common.tiny_schedule(c, images_per_video=1,
+    config.labelled.dataset = 'synthetic/class'
+    config.objectives.supervised.num_classes = 10
+    common.tiny_schedule(config, images_per_video=1,
                          lr_multiplier=TINY_LR_MULTIPLIER)
-    c.labelled.batch_size = common.TINY_IMAGES_PER_STEP
-    c.input.batch_videos = 1
+    config.labelled.batch_size = common.TINY_IMAGES_PER_STEP
+    config.input.batch_videos = 1
     # Flips only, the recipe with which the tiny-encoder study chose the tiny encoder: crops
     # of 25-100% of the image cut the centred object and train a weaker classifier, and the
     # ceiling is the best labelled run.
-    c.input.crop_area = (1.0, 1.0)
-  return c
+    config.input.crop_area = (1.0, 1.0)
+  return config

@@ -56,41 +56,41 @@ TINY_LR_MULTIPLIER = 1  # Chosen by the validation sweep (configs/common.py).
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   size, row = common.parse_variant(variant, 'configs/vince.py', ROWS)
-  c = common.base(size)
+  config = common.base(size)
 
-  c.input = ml_collections.ConfigDict()
-  c.input.sampler = 'vince'       # vivi/input/vince_sampler.py
-  c.input.batch_videos = 224      # x k = 896 anchors per step.
-  c.input.num_frames = 4          # T: frames per video in R2V2 (section 3.1).
-  c.input.gap_seconds = 5.0       # G.
-  c.input.frames_per_video = 4    # k (Table 3, Multi-Pair).
-  c.input.same_frame = False
-  c.input.image_size = 224
-  c.input.augment = 'moco_v2'     # vivi/input/augment.py
-  c.input.crop_area = (0.2, 1.0)  # MoCo v2's RandomResizedCrop scale.
+  config.input = ml_collections.ConfigDict()
+  config.input.sampler = 'vince'       # vivi/input/vince_sampler.py
+  config.input.batch_videos = 224      # x k = 896 anchors per step.
+  config.input.num_frames = 4          # T: frames per video in R2V2 (section 3.1).
+  config.input.gap_seconds = 5.0       # G.
+  config.input.frames_per_video = 4    # k (Table 3, Multi-Pair).
+  config.input.same_frame = False
+  config.input.image_size = 224
+  config.input.augment = 'moco_v2'     # vivi/input/augment.py
+  config.input.crop_area = (0.2, 1.0)  # MoCo v2's RandomResizedCrop scale.
 
-  c.objectives = ml_collections.ConfigDict()
-  c.objectives.vince = dict(weight=1.0, hidden=2048, embedding_dim=128, temperature=0.2,
+  config.objectives = ml_collections.ConfigDict()
+  config.objectives.vince = dict(weight=1.0, hidden=2048, embedding_dim=128, temperature=0.2,
                             memory_size=65_536)
-  c.target_network = dict(momentum=0.999, schedule='constant')   # MoCo's key encoder.
+  config.target_network = dict(momentum=0.999, schedule='constant')   # MoCo's key encoder.
 
-  c.optimizer = dict(name='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4)
-  c.schedule = dict(name='cosine', base_learning_rate=0.105, warmup_steps=0)
-  c.num_train_steps = 286_000
+  config.optimizer = dict(name='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4)
+  config.schedule = dict(name='cosine', base_learning_rate=0.105, warmup_steps=0)
+  config.num_train_steps = 286_000
 
   if row:
-    c.input.frames_per_video = 1
-    c.input.batch_videos *= 4
-    c.input.same_frame = row == 'same_frame'
+    config.input.frames_per_video = 1
+    config.input.batch_videos *= 4
+    config.input.same_frame = row == 'same_frame'
   if size:
-    common.tiny_schedule(c, images_per_video=c.input.frames_per_video,
+    common.tiny_schedule(config, images_per_video=config.input.frames_per_video,
                          lr_multiplier=TINY_LR_MULTIPLIER)
-    c.input.crop_area = (0.25, 1.0)
-    c.objectives.vince.hidden = 512        # The ResNet-18 head of Appendix 1 ...
-    c.objectives.vince.embedding_dim = 64  # ... and its 64-d embedding.
+    config.input.crop_area = (0.25, 1.0)
+    config.objectives.vince.hidden = 512        # The ResNet-18 head of Appendix 1 ...
+    config.objectives.vince.embedding_dim = 64  # ... and its 64-d embedding.
     # The paper's queue holds 65,536 keys of ~240k R2V2 videos; at the same ratio the
     # 400-video world gets 128. A queue of 1,024 would hold several keys of every video,
     # the anchor's own video among them as negatives (the loss then drifts to chance and
     # the embeddings collapse).
-    c.objectives.vince.memory_size = 128
-  return c
+    config.objectives.vince.memory_size = 128
+  return config

@@ -40,31 +40,32 @@ TINY_LR_MULTIPLIER = 1   # Chosen by the validation sweep (configs/common.py).
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   size, ablation = common.parse_variant(variant, 'configs/vito.py', ('no_attention',))
-  c = common.base(size)
+  config = common.base(size)
 
-  c.input = ml_collections.ConfigDict()
-  c.input.sampler = 'vito'        # vivi/input/vito_sampler.py
-  c.input.batch_videos = 4096
-  c.input.num_views = 3
-  c.input.clip_seconds = 2.56
-  c.input.image_size = 224
-  c.input.augment = 'byol'        # vivi/input/augment.py; view i uses BYOL's view i % 2.
-  c.input.crop_area = (0.4, 1.0)  # Section 3.1: minimum crop scale 0.4.
+  config.input = ml_collections.ConfigDict()
+  config.input.sampler = 'vito'        # vivi/input/vito_sampler.py
+  config.input.batch_videos = 4096
+  config.input.num_views = 3
+  config.input.clip_seconds = 2.56
+  config.input.image_size = 224
+  config.input.augment = 'byol'        # vivi/input/augment.py; view i uses BYOL's view i % 2.
+  config.input.crop_area = (0.4, 1.0)  # Section 3.1: minimum crop scale 0.4.
 
-  c.objectives = ml_collections.ConfigDict()
-  c.objectives.vito = dict(weight=1.0, scales=('block3', 'block4'), attention=not ablation,
+  config.objectives = ml_collections.ConfigDict()
+  config.objectives.vito = dict(weight=1.0, scales=('block3', 'block4'), attention=not ablation,
                            attention_hidden=512, projector_hidden=4096, projection_dim=256,
                            temperature=0.1)
-  c.target_network = dict(momentum=0.996, schedule='cosine')
+  config.target_network = dict(momentum=0.996, schedule='cosine')
 
-  c.optimizer = dict(name='lars', momentum=0.9, nesterov=False, weight_decay=1.5e-6)
-  c.schedule = dict(name='cosine', base_learning_rate=3.2, warmup_steps=3125)
-  c.num_train_steps = 93_750
+  config.optimizer = dict(name='lars', momentum=0.9, nesterov=False, weight_decay=1.5e-6)
+  config.schedule = dict(name='cosine', base_learning_rate=3.2, warmup_steps=3125)
+  config.num_train_steps = 93_750
 
   if size:
-    c.data.synthetic = dict(num_videos=400, image_size=64, seed=0, fps=4.0)
-    common.tiny_schedule(c, images_per_video=c.input.num_views, lr_multiplier=TINY_LR_MULTIPLIER)
-    c.objectives.vito.attention_hidden = 64
-    c.objectives.vito.projector_hidden = 512
-    c.objectives.vito.projection_dim = 64
-  return c
+    config.data.synthetic = dict(num_videos=400, image_size=64, seed=0, fps=4.0)
+    common.tiny_schedule(config, images_per_video=config.input.num_views,
+                         lr_multiplier=TINY_LR_MULTIPLIER)
+    config.objectives.vito.attention_hidden = 64
+    config.objectives.vito.projector_hidden = 512
+    config.objectives.vito.projection_dim = 64
+  return config

@@ -38,39 +38,40 @@ TINY_LR_MULTIPLIER = 1   # Chosen by the validation sweep (configs/common.py).
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   size, _ = common.parse_variant(variant, 'configs/vivi.py')
-  c = common.base(size)
+  config = common.base(size)
 
-  c.input = ml_collections.ConfigDict()
-  c.input.sampler = 'vivi'        # vivi/input/samplers.py
-  c.input.batch_videos = 512     # x num_shots = 2048 shots per step (VIVI, section 4).
-  c.input.num_shots = 4          # K
-  c.input.frames_per_shot = 8    # L (M in section 3.2): 8 for exemplar, 4 for rotation.
-  c.input.image_size = 224
-  c.input.augment = 'inception'  # Inception crop + flip + colour (VIVI section 4, [58]).
-  c.input.crop_area = (0.05, 1.0)
-  c.input.flip = True
-  c.input.color = True
-  c.input.rotate = False         # True for the rotation objective.
+  config.input = ml_collections.ConfigDict()
+  config.input.sampler = 'vivi'        # vivi/input/samplers.py
+  config.input.batch_videos = 512     # x num_shots = 2048 shots per step (VIVI, section 4).
+  config.input.num_shots = 4          # K
+  config.input.frames_per_shot = 8    # L (M in section 3.2): 8 for exemplar, 4 for rotation.
+  config.input.image_size = 224
+  config.input.augment = 'inception'  # Inception crop + flip + colour (VIVI section 4, [58]).
+  config.input.crop_area = (0.05, 1.0)
+  config.input.flip = True
+  config.input.color = True
+  config.input.rotate = False         # True for the rotation objective.
   # Detector boxes per frame (input/objects.py): 0 = none; the object level uses 5.
-  c.input.max_boxes = 0
-  c.input.min_box_score = 0.05
-  c.input.random_boxes = False   # Ablations of Romijnders et al. Table 1.
-  c.input.random_labels = False
-  c.input.soft_labels = False    # Frames carry the records' soft labels (distillation).
+  config.input.max_boxes = 0
+  config.input.min_box_score = 0.05
+  config.input.random_boxes = False   # Ablations of Romijnders et al. Table 1.
+  config.input.random_labels = False
+  config.input.soft_labels = False    # Frames carry the records' soft labels (distillation).
 
-  c.objectives = ml_collections.ConfigDict()
-  c.objectives.exemplar = dict(weight=1.0, margin=0.5, embedding_dim=1000)
-  c.objectives.shot_infonce = dict(weight=0.04, predictor='lstm', hidden=256)
+  config.objectives = ml_collections.ConfigDict()
+  config.objectives.exemplar = dict(weight=1.0, margin=0.5, embedding_dim=1000)
+  config.objectives.shot_infonce = dict(weight=0.04, predictor='lstm', hidden=256)
 
-  c.optimizer = dict(name='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4)
-  c.schedule = dict(name='piecewise', base_learning_rate=0.8, boundaries=(90_000, 110_000),
+  config.optimizer = dict(name='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4)
+  config.schedule = dict(name='piecewise', base_learning_rate=0.8, boundaries=(90_000, 110_000),
                     decay_factor=0.1, warmup_steps=0)
-  c.num_train_steps = 120_000
+  config.num_train_steps = 120_000
 
   if size == 'tiny':
-    c.input.frames_per_shot = 4
-    common.tiny_schedule(c, images_per_video=c.input.num_shots * c.input.frames_per_shot,
+    config.input.frames_per_shot = 4
+    images_per_video = config.input.num_shots * config.input.frames_per_shot
+    common.tiny_schedule(config, images_per_video=images_per_video,
                          lr_multiplier=TINY_LR_MULTIPLIER)
-    c.input.crop_area = (0.25, 1.0)
-    c.objectives.exemplar.embedding_dim = 128
-  return c
+    config.input.crop_area = (0.25, 1.0)
+    config.objectives.exemplar.embedding_dim = 128
+  return config

@@ -27,19 +27,19 @@ def get_config(variant: str = ''):
   return cotrain(vivi.get_config(variant), variant)
 
 
-def cotrain(c, variant: str):
+def cotrain(config, variant: str):
   """Turns a video config into its co-training variant (shared with vivi_obj_cotrain)."""
-  c.model.norm = 'group_ws'
-  c.labelled.dataset = 'imagenet2012'
-  c.labelled.split = 'train'
-  c.labelled.batch_size = 2048
-  c.objectives.supervised = dict(weight=1.0, num_classes=1000)
+  config.model.norm = 'group_ws'
+  config.labelled.dataset = 'imagenet2012'
+  config.labelled.split = 'train'
+  config.labelled.batch_size = 2048
+  config.objectives.supervised = dict(weight=1.0, num_classes=1000)
   if variant.split(',')[0] == 'tiny':  # Keeps the tiny video config's short schedule.
-    c.labelled.dataset = 'synthetic/class'
-    c.labelled.batch_size = 32
-    c.objectives.supervised.num_classes = 10
-    c.model.num_groups = 16          # Half-width: 32 channels in the stem.
+    config.labelled.dataset = 'synthetic/class'
+    config.labelled.batch_size = 32
+    config.objectives.supervised.num_classes = 10
+    config.model.num_groups = 16          # Half-width: 32 channels in the stem.
   else:
-    c.num_train_steps = 100_000
-    c.schedule.boundaries = (70_000, 85_000, 95_000)
-  return c
+    config.num_train_steps = 100_000
+    config.schedule.boundaries = (70_000, 85_000, 95_000)
+  return config

@@ -54,30 +54,31 @@ DISTILL_TINY_LR_MULTIPLIER = 1
 
 def get_config(variant: str = ''):
   size, ablation = common.parse_variant(variant, 'configs/vivi_obj.py', ABLATIONS)
-  c = vivi.get_config(size)
-  c.input.max_boxes = 5            # Section 4.1: "limit the number of objects ... to 5".
-  c.input.min_box_score = 0.05     # "We discard objects with detection score below 0.05".
-  c.objectives.object_triplet = dict(weight=5.0, margin=0.5)       # omega = 5.
-  c.objectives.shot_infonce.weight = 0.04                           # beta = 0.04.
+  config = vivi.get_config(size)
+  config.input.max_boxes = 5            # Section 4.1: "limit the number of objects ... to 5".
+  config.input.min_box_score = 0.05     # "We discard objects with detection score below 0.05".
+  config.objectives.object_triplet = dict(weight=5.0, margin=0.5)       # omega = 5.
+  config.objectives.shot_infonce.weight = 0.04                           # beta = 0.04.
   if size:  # Its own learning rate by the tiny runs' rule; the ablations share it but distill.
-    common.tiny_schedule(c, images_per_video=c.input.num_shots * c.input.frames_per_shot,
+    images_per_video = config.input.num_shots * config.input.frames_per_shot
+    common.tiny_schedule(config, images_per_video=images_per_video,
                          lr_multiplier=DISTILL_TINY_LR_MULTIPLIER if ablation == 'distill'
                          else TINY_LR_MULTIPLIER)
   num_labels = 10 if size else 600  # The synthetic world's classes; OpenImages V4.
 
   if ablation == 'random_boxes':
-    c.input.random_boxes = True
+    config.input.random_boxes = True
   elif ablation == 'random_labels':
-    c.input.random_boxes = True
-    c.input.random_labels = True
+    config.input.random_boxes = True
+    config.input.random_labels = True
   elif ablation == 'also_ce':
-    c.objectives.object_classification = dict(weight=0.1, num_classes=num_labels)
+    config.objectives.object_classification = dict(weight=0.1, num_classes=num_labels)
   elif ablation == 'ce_only':
-    del c.objectives['object_triplet']
-    c.objectives.object_classification = dict(weight=5.0, num_classes=num_labels)
+    del config.objectives['object_triplet']
+    config.objectives.object_classification = dict(weight=5.0, num_classes=num_labels)
   elif ablation == 'distill':
-    del c.objectives['object_triplet']
-    c.input.max_boxes = 0
-    c.input.soft_labels = True
-    c.objectives.distillation = dict(weight=1.0, num_classes=10 if size else 1000)
-  return c
+    del config.objectives['object_triplet']
+    config.input.max_boxes = 0
+    config.input.soft_labels = True
+    config.objectives.distillation = dict(weight=1.0, num_classes=10 if size else 1000)
+  return config

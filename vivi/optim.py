@@ -29,15 +29,15 @@ class Plugin:
 # The target network's momentum m: target <- m * target + (1 - m) * online.
 
 
-def _constant_momentum(t, progress) -> jax.Array:
+def _constant_momentum(options, progress) -> jax.Array:
   """MoCo, VINCE: m fixed (0.999)."""
-  return jnp.asarray(t.momentum, jnp.float32)
+  return jnp.asarray(options.momentum, jnp.float32)
 
 
-def _cosine_momentum(t, progress) -> jax.Array:
+def _cosine_momentum(options, progress) -> jax.Array:
   """BYOL section 3.2, followed by VITO and DetCon: m rises from its base value to 1 over
   training, 1 - (1 - m0)(cos(pi k/K) + 1)/2."""
-  return 1.0 - (1.0 - t.momentum) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
+  return 1.0 - (1.0 - options.momentum) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
 
 
 TARGET_SCHEDULES = registry.Registry('target-momentum schedule', 'config.target_network.schedule', {
@@ -55,37 +55,38 @@ def target_schedule_options(config: ml_collections.ConfigDict
 
 def target_momentum(config: ml_collections.ConfigDict, step) -> jax.Array:
   """Momentum m of the target update at `step`, by `config.target_network.schedule`."""
-  plugin, t = TARGET_SCHEDULES.resolve(config.target_network, 'config.target_network',
-                                       name_key='schedule')
-  return plugin.make(t, jnp.minimum(step / config.num_train_steps, 1.0))
+  plugin, options = TARGET_SCHEDULES.resolve(config.target_network, 'config.target_network',
+                                             name_key='schedule')
+  return plugin.make(options, jnp.minimum(step / config.num_train_steps, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------
 # Learning-rate schedules.
 
 
-def _cosine_schedule(s, num_train_steps: int) -> optax.Schedule:
+def _cosine_schedule(options, num_train_steps: int) -> optax.Schedule:
   """Linear warm-up, then cosine decay to 0 (VINCE's ResNet-50 recipe, MoCo v2; BYOL-style
   methods)."""
-  if s.warmup_steps >= num_train_steps:
+  if options.warmup_steps >= num_train_steps:
     raise errors.ConfigError(
-        f'schedule.warmup_steps={s.warmup_steps} must be below '
+        f'schedule.warmup_steps={options.warmup_steps} must be below '
         f'num_train_steps={num_train_steps} for the cosine schedule')
   return optax.warmup_cosine_decay_schedule(
-      0.0, s.base_learning_rate, s.warmup_steps, max(num_train_steps, 1))
+      0.0, options.base_learning_rate, options.warmup_steps, max(num_train_steps, 1))
 
 
-def _piecewise_schedule(s, num_train_steps: int) -> optax.Schedule:
+def _piecewise_schedule(options, num_train_steps: int) -> optax.Schedule:
   """Piecewise-constant decay (VIVI section 4: x0.1 at 90k and 110k of 120k steps), after an
   optional linear warm-up."""
   # join_schedules runs the decay on `step - warmup_steps`: shift the boundaries by the
   # warm-up so that they are the absolute steps the config names (x0.1 *at* 90k and 110k).
   decay = optax.piecewise_constant_schedule(
-      s.base_learning_rate, {int(b) - s.warmup_steps: s.decay_factor for b in s.boundaries})
-  if not s.warmup_steps:
+      options.base_learning_rate,
+      {int(b) - options.warmup_steps: options.decay_factor for b in options.boundaries})
+  if not options.warmup_steps:
     return decay
-  warmup = optax.linear_schedule(0.0, s.base_learning_rate, s.warmup_steps)
-  return optax.join_schedules([warmup, decay], [s.warmup_steps])
+  warmup = optax.linear_schedule(0.0, options.base_learning_rate, options.warmup_steps)
+  return optax.join_schedules([warmup, decay], [options.warmup_steps])
 
 
 # The peak learning rate has no default: validation refuses a missing one.
@@ -102,8 +103,8 @@ def schedule_options(config: ml_collections.ConfigDict) -> ml_collections.Frozen
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  plugin, s = SCHEDULES.resolve(config.schedule, 'config.schedule')
-  return plugin.make(s, config.num_train_steps)
+  plugin, options = SCHEDULES.resolve(config.schedule, 'config.schedule')
+  return plugin.make(options, config.num_train_steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,25 +115,25 @@ def _kernels(params):
   return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == 'kernel', params)
 
 
-def _sgd(o, schedule) -> optax.GradientTransformation:
+def _sgd(options, schedule) -> optax.GradientTransformation:
   """SGD with momentum and (coupled) L2 weight decay on kernels."""
-  return optax.chain(optax.add_decayed_weights(o.weight_decay, mask=_kernels),
-                     optax.sgd(schedule, momentum=o.momentum, nesterov=o.nesterov))
+  return optax.chain(optax.add_decayed_weights(options.weight_decay, mask=_kernels),
+                     optax.sgd(schedule, momentum=options.momentum, nesterov=options.nesterov))
 
 
-def _lars(o, schedule) -> optax.GradientTransformation:
+def _lars(options, schedule) -> optax.GradientTransformation:
   """LARS (You et al. 2017; the optimiser of BYOL and MoCLR, which VITO and DetCon follow)
   with decay and trust ratio on kernels only, biases and normalisation parameters excluded."""
-  return optax.lars(schedule, weight_decay=o.weight_decay, weight_decay_mask=_kernels,
-                    trust_ratio_mask=_kernels, momentum=o.momentum, nesterov=o.nesterov)
+  return optax.lars(schedule, weight_decay=options.weight_decay, weight_decay_mask=_kernels,
+                    trust_ratio_mask=_kernels, momentum=options.momentum, nesterov=options.nesterov)
 
 
-def _adamw(o, schedule) -> optax.GradientTransformation:
+def _adamw(options, schedule) -> optax.GradientTransformation:
   """AdamW (Loshchilov & Hutter 2019; `momentum` is its beta1) with decoupled decay on
   kernels only. No paper here uses it: it is for short runs (configs/common.py, the tiny
   optimiser)."""
-  return optax.adamw(schedule, b1=o.momentum, weight_decay=o.weight_decay, mask=_kernels,
-                     nesterov=o.nesterov)
+  return optax.adamw(schedule, b1=options.momentum, weight_decay=options.weight_decay,
+                     mask=_kernels, nesterov=options.nesterov)
 
 
 _MOMENTUM = dict(momentum=0.9, nesterov=False, weight_decay=0.0)
@@ -150,5 +151,5 @@ def optimizer_options(config: ml_collections.ConfigDict) -> ml_collections.Froze
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """The optimiser of `config.optimizer` on the learning rate of `config.schedule`."""
-  plugin, o = OPTIMIZERS.resolve(config.optimizer, 'config.optimizer')
-  return plugin.make(o, learning_rate_schedule(config))
+  plugin, options = OPTIMIZERS.resolve(config.optimizer, 'config.optimizer')
+  return plugin.make(options, learning_rate_schedule(config))

@@ -90,19 +90,19 @@ def byol(image_size: int, view: int, crop_area: tuple[float, float] = (0.08, 1.0
 PRESETS = ('inception', 'moco_v2', 'byol')
 
 
-def from_config(i, num_views: int = 1) -> tuple[AugmentConfig, ...]:
+def from_config(options, num_views: int = 1) -> tuple[AugmentConfig, ...]:
   """The views' augmentations of a resolved `config.input` (`samplers.resolve`): `augment`
   'inception' (VIVI, Romijnders et al.; `flip` and `color` switch parts off), 'moco_v2'
   (VINCE's ResNet-50 recipe) or 'byol' (VITO, DetCon; asymmetric views)."""
-  crop_area = tuple(i.crop_area)
-  if i.augment == 'inception':
-    return (AugmentConfig(image_size=i.image_size, crop_area=crop_area, flip=i.flip,
-                          color=i.color),)
-  if i.augment == 'moco_v2':
-    return (moco_v2(i.image_size, crop_area=crop_area),)
-  if i.augment == 'byol':
-    return tuple(byol(i.image_size, view=v, crop_area=crop_area) for v in range(num_views))
-  raise errors.ConfigError(f'config.input.augment={i.augment!r}; valid: {list(PRESETS)}')
+  crop_area = tuple(options.crop_area)
+  if options.augment == 'inception':
+    return (AugmentConfig(image_size=options.image_size, crop_area=crop_area, flip=options.flip,
+                          color=options.color),)
+  if options.augment == 'moco_v2':
+    return (moco_v2(options.image_size, crop_area=crop_area),)
+  if options.augment == 'byol':
+    return tuple(byol(options.image_size, view=v, crop_area=crop_area) for v in range(num_views))
+  raise errors.ConfigError(f'config.input.augment={options.augment!r}; valid: {list(PRESETS)}')
 
 
 def crop_window(image_hw: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
