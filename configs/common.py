@@ -51,7 +51,7 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
 
   # Co-training with labelled images (input/labelled.py): '' = none.
   config.labelled = dict(dataset='', split='train', data_dir='', batch_size=0, num_examples=10000,
-                    seed=2)
+                         seed=2)
 
   config.model = ml_collections.ConfigDict()
   config.model.depth = 50
@@ -63,9 +63,18 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   config.model.stem = 'imagenet'
   config.model.stem_stride = 1
   config.model.downsample = 'stride'  # 'pool': stride-2 units max-pool instead (resnet_v2.py).
-  config.model.dtype = 'float32'
-  config.model.fsdp = False           # Shard parameters and optimiser state over devices
-                                 # (parallel.state_shardings), e.g. for width 3.0.
+  # The dtype of convolutions (resnet_v2.Conv casts kernel and input to it); parameters,
+  # normalisation, heads, losses, optimiser state and the EMA target stay float32.
+  # bfloat16 as TPUs run it at paper scale; float32 for the tiny runs, which XLA:CPU runs
+  # faster in float32 (benchmarks/README.md, "bfloat16 on the CPU").
+  config.model.dtype = 'float32' if variant == 'tiny' else 'bfloat16'
+  # Shard parameters and optimiser state over devices (parallel.state_shardings), e.g. for
+  # width 3.0.
+  config.model.fsdp = False
+
+  # A jax.profiler trace of steps first_step .. first_step + num_steps - 1 into
+  # <workdir>/profile (vivi/loop.py Profile); 0 steps: none.
+  config.profile = dict(first_step=10, num_steps=0)
 
   config.log_every_steps = 100
   # A step with a non-finite loss or gradient is skipped (the state is kept); this many in
@@ -137,7 +146,7 @@ def tiny_schedule(config: ml_collections.ConfigDict, *, images_per_video: int,
   config.num_train_steps = TINY_STEPS
   config.optimizer = dict(TINY_OPTIMIZER)
   config.schedule = dict(name='cosine', base_learning_rate=TINY_LEARNING_RATE * lr_multiplier,
-                    warmup_steps=TINY_WARMUP_STEPS)
+                         warmup_steps=TINY_WARMUP_STEPS)
   if 'target_network' in config:
     # A target that averages over 1/(1 - m) steps must follow the online network within a
     # tiny run: 0.999 (MoCo) would leave it at its initialisation (VINCE's loss then stays

@@ -37,6 +37,11 @@ from configs import common
 TINY_LR_MULTIPLIER = 1   # Chosen by the validation sweep (configs/common.py).
 
 
+# The TPU slice (benchmarks/aot.py): 512 TPU v3 cores, BYOL's for a batch of 4096 (DetCon
+# follows BYOL's recipe; the slides do not name the hardware).
+TPU_SLICE = 'v3:16x16'
+
+
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   size, ablation = common.parse_variant(variant, 'configs/detcon.py', ('whole_image',))
   config = common.base(size)
@@ -53,7 +58,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   config.objectives = ml_collections.ConfigDict()
   config.objectives.detcon = dict(weight=1.0, projector_hidden=4096, projection_dim=256,
-                             temperature=0.1)
+                                  temperature=0.1)
   config.target_network = dict(momentum=0.996, schedule='cosine')
 
   config.optimizer = dict(name='lars', momentum=0.9, nesterov=False, weight_decay=1.5e-6)

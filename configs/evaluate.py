@@ -93,7 +93,7 @@ def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
   elif variant == 'vtab':
     config.image_size = 224
     config.evaluators = dict(vtab=dict(tasks=('vtab',), step_scale=1.0, num_runs=3,
-                                  batch_size=512, augment='none'))
+                                       batch_size=512, augment='none'))
   elif variant == 'vtab_tiny':
     config.num_test = 500
     config.evaluators = dict(vtab=dict(vtab_tiny, num_test=500))

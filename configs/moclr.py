@@ -29,6 +29,7 @@ import ml_collections
 from configs import common, detcon
 
 TINY_LR_MULTIPLIER = detcon.TINY_LR_MULTIPLIER
+TPU_SLICE = detcon.TPU_SLICE   # DetCon's: the same recipe and batch.
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

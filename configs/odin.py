@@ -39,6 +39,7 @@ import ml_collections
 from configs import common, detcon
 
 TINY_LR_MULTIPLIER = detcon.TINY_LR_MULTIPLIER
+TPU_SLICE = detcon.TPU_SLICE   # DetCon's: the same recipe and batch.
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -50,9 +51,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   head = dict(config.objectives.detcon)
   del config.objectives.detcon
   config.objectives.odin = dict(weight=1.0, num_clusters=8, kmeans_iterations=10, feature='block4',
-                           temperature=head['temperature'],
-                           projector_hidden=head['projector_hidden'],
-                           projection_dim=head['projection_dim'])
+                                temperature=head['temperature'],
+                                projector_hidden=head['projector_hidden'],
+                                projection_dim=head['projection_dim'])
   if size == 'tiny':
     config.objectives.odin.num_clusters = 4
   return config

@@ -31,6 +31,11 @@ IMAGENET_EPOCH = 1_281_167
 TINY_LR_MULTIPLIER = 4   # Chosen by the validation sweep (configs/common.py).
 
 
+# The TPU slice (benchmarks/aot.py): 128 TPU v3 cores, 8 of the 1024 images each (the
+# supervised reference of VIVI's hardware; not named in the paper).
+TPU_SLICE = 'v3:8x8'
+
+
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   size, _ = common.parse_variant(variant, 'configs/supervised.py')
   config = common.base(size)
@@ -46,8 +51,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.optimizer = dict(name='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4)
   steps_per_epoch = IMAGENET_EPOCH // 1024
   config.schedule = dict(name='piecewise', base_learning_rate=0.4, decay_factor=0.1,
-                    boundaries=tuple(e * steps_per_epoch for e in (30, 60, 80)),
-                    warmup_steps=5 * steps_per_epoch)
+                         boundaries=tuple(e * steps_per_epoch for e in (30, 60, 80)),
+                         warmup_steps=5 * steps_per_epoch)
   config.num_train_steps = 90 * steps_per_epoch
 
   if size == 'tiny':

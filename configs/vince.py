@@ -54,6 +54,11 @@ ROWS = ('same_frame', 'multi_frame')
 TINY_LR_MULTIPLIER = 1  # Chosen by the validation sweep (configs/common.py).
 
 
+# The TPU slice (benchmarks/aot.py): VINCE trained on 8 GPUs (Appendix 1); 8 TPU v3 cores
+# are its peer, and 224 videos do not divide over 128.
+TPU_SLICE = 'v3:2x2'
+
+
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   size, row = common.parse_variant(variant, 'configs/vince.py', ROWS)
   config = common.base(size)
@@ -71,7 +76,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   config.objectives = ml_collections.ConfigDict()
   config.objectives.vince = dict(weight=1.0, hidden=2048, embedding_dim=128, temperature=0.2,
-                            memory_size=65_536)
+                                 memory_size=65_536)
   config.target_network = dict(momentum=0.999, schedule='constant')   # MoCo's key encoder.
 
   config.optimizer = dict(name='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4)

@@ -38,6 +38,11 @@ from configs import common
 TINY_LR_MULTIPLIER = 1   # Chosen by the validation sweep (configs/common.py).
 
 
+# The TPU slice (benchmarks/aot.py): not named in the paper; 512 TPU v3 cores, what BYOL
+# (whose recipe VITO follows) used for its global batch of 4096.
+TPU_SLICE = 'v3:16x16'
+
+
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   size, ablation = common.parse_variant(variant, 'configs/vito.py', ('no_attention',))
   config = common.base(size)
@@ -53,8 +58,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   config.objectives = ml_collections.ConfigDict()
   config.objectives.vito = dict(weight=1.0, scales=('block3', 'block4'), attention=not ablation,
-                           attention_hidden=512, projector_hidden=4096, projection_dim=256,
-                           temperature=0.1)
+                                attention_hidden=512, projector_hidden=4096, projection_dim=256,
+                                temperature=0.1)
   config.target_network = dict(momentum=0.996, schedule='cosine')
 
   config.optimizer = dict(name='lars', momentum=0.9, nesterov=False, weight_decay=1.5e-6)

@@ -22,6 +22,10 @@ Smoke run, co-training with the synthetic world's labelled object-class images:
 
 from configs import vivi
 
+# The TPU slice (benchmarks/aot.py): VIVI's, 128 TPU v3 cores (4 videos and 16 labelled
+# images each); the paper does not name its hardware.
+TPU_SLICE = 'v3:8x8'
+
 
 def get_config(variant: str = ''):
   return cotrain(vivi.get_config(variant), variant)

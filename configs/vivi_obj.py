@@ -52,6 +52,11 @@ TINY_LR_MULTIPLIER = 4
 DISTILL_TINY_LR_MULTIPLIER = 1
 
 
+# The TPU slice of the paper run (benchmarks/aot.py): not named in the paper; VIVI's, 128
+# TPU v3 cores, 4 of the 512 videos each.
+TPU_SLICE = 'v3:8x8'
+
+
 def get_config(variant: str = ''):
   size, ablation = common.parse_variant(variant, 'configs/vivi_obj.py', ABLATIONS)
   config = vivi.get_config(size)

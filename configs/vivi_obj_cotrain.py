@@ -14,6 +14,9 @@ Variants as configs/vivi_obj.py ('tiny', and its ablations after a comma).
 
 from configs import vivi_cotrain, vivi_obj
 
+# The TPU slice (benchmarks/aot.py): VIVI's, 128 TPU v3 cores; not named in the paper.
+TPU_SLICE = 'v3:8x8'
+
 
 def get_config(variant: str = ''):
   return vivi_cotrain.cotrain(vivi_obj.get_config(variant), variant)

@@ -6,6 +6,9 @@ import tempfile
 # quiet and off any accelerator.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+# The tests run on the CPU; libtpu (the tpu extra) would otherwise probe for a TPU in every
+# process. The TPU compile test asks libtpu for a topology itself (benchmarks/aot.py).
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 # One JAX persistent compilation cache for the whole pytest run, fresh each run: the
 # end-to-end tests start the same programs in several processes (a run, its restart after a

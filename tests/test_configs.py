@@ -184,3 +184,27 @@ def test_every_evaluation_suite_passes_the_suites_own_check(variant):
 def test_an_unknown_evaluation_suite_lists_the_valid_ones():
   with pytest.raises(ValueError, match="'discovery', 'probe' or 'retrieval'"):
     _config('evaluate', 'huge')
+
+
+PAPER_CONFIGS = ('vivi', 'vivi_obj', 'vivi_cotrain', 'vivi_obj_cotrain', 'vince', 'vito',
+                 'detcon', 'odin', 'moclr', 'supervised')
+
+
+@pytest.mark.parametrize('name', PAPER_CONFIGS)
+def test_every_paper_config_names_a_tpu_slice_its_batches_divide(name):
+  """`TPU_SLICE`, the slice `python -m benchmarks.aot` compiles the paper run for by default:
+  its global batches divide over the slice's devices (what the compile would refuse)."""
+  import importlib
+
+  from benchmarks import aot
+  module = importlib.import_module(f'configs.{name}')
+  config = module.get_config()
+  devices = aot.num_devices(module.TPU_SLICE)
+  aot.check_divisible(config, devices, module.TPU_SLICE)
+  assert config.model.dtype == 'bfloat16' and module.get_config('tiny').model.dtype == 'float32'
+
+
+def test_topology_names_count_devices_as_jax_does():
+  from benchmarks import aot
+  assert [aot.num_devices(t) for t in ('v3:8x8', 'v3:2x2', 'v4:2x2x1', 'v5e:4x4', 'v3:16x16')
+          ] == [128, 8, 8, 16, 512]

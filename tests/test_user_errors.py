@@ -76,6 +76,8 @@ BAD_CONFIGS = [
      r"\['detcon', 'none', 'vince', 'vito', 'vivi'\]"),
     ('input.num_shot', 2, r"config.input: unknown key\(s\) \['num_shot'\] for the 'vivi' "
      r"sampler"),
+    ('profile.num_steps', -1, r"config.profile=\{'first_step': 10, 'num_steps': -1\}: want "
+     r"first_step >= 1 and num_steps >= 0"),
     ('data.dataset', '/no/such/folder', r"data.dataset='/no/such/folder': no such folder"),
     ('data.dataset', NOT_A_DATASET, r'is not a dataset: it has no manifest.json'),
     ('labelled.dataset', 'synthetic/class', r"config.labelled.dataset='synthetic/class' gives "
@@ -148,7 +150,7 @@ def test_override_messages_name_the_level_that_exists():
   assert cli.unknown_override(argv + ['--config.optimiser.name=x']).endswith(
       "unknown key 'optimiser': config has checkpoint_every_steps, data, input, "
       'keep_checkpoints, labelled, log_every_steps, max_nonfinite_steps, model, '
-      'num_train_steps, objectives, optimizer, probe, schedule, seed')
+      'num_train_steps, objectives, optimizer, probe, profile, schedule, seed')
   assert cli.unknown_override(argv + ['--config.model.depth.x=1']).endswith(
       'config.model.depth is a value (14), not a group of keys')
   assert cli.unknown_override(argv + ['--config.model.depth=26']) is None

@@ -122,7 +122,7 @@ RESUMABLE_CHANGES = (
     'max_nonfinite_steps', 'probe.*', 'schedule.*', 'optimizer.weight_decay',
     'optimizer.momentum', 'optimizer.nesterov', 'objectives.*.weight',
     'objectives.*.temperature', 'objectives.*.margin', 'target_network.*', 'model.fsdp',
-    'model.dtype', 'data.cache_dir', 'labelled.data_dir')
+    'model.dtype', 'data.cache_dir', 'labelled.data_dir', 'profile.*')
 
 
 # Config keys added after checkpoints were written, with the value those runs implicitly had.

@@ -128,13 +128,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pending = []
     guard = NonFiniteGuard(config.max_nonfinite_steps)
     preemption = Preemption()
+    profile = Profile(config.profile, workdir)
     for step in range(start + 1, config.num_train_steps + 1):
+      profile.before(step)
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         local = next(batches) if batches else {}
         if images is not None:
           local.update(next(images))
         batch = parallel.global_batch(local, mesh)
         state, metrics = step_fn(state, batch, step_rng)
+      profile.after(step, metrics)
       pending.append(metrics)
       report(step, time.time())
       if step % config.log_every_steps == 0 or step == config.num_train_steps:
@@ -158,6 +161,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write_scalars(step, {f'probe/{k}': v for k, v in probe(state).items()})
 
     preemption.close()
+    profile.close()
     if start < config.num_train_steps:
       logging.info('Saving the checkpoint of step %d ...', config.num_train_steps)
       save(state, config.num_train_steps)
@@ -183,6 +187,34 @@ def sum_over_processes(count: int) -> int:
   if jax.process_count() == 1:
     return count
   return int(np.sum(multihost_utils.process_allgather(np.int64(count))))
+
+
+class Profile:
+  """A `jax.profiler` trace of `config.profile.num_steps` steps from `first_step` on, into
+  `<workdir>/profile` (TensorBoard's profile plugin: `tensorboard --logdir=<workdir>`);
+  `num_steps=0` traces nothing. Every process traces its own devices."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.first, self.last = config.first_step, config.first_step + config.num_steps - 1
+    self.folder = os.path.join(workdir, 'profile')
+    self.active = False
+
+  def before(self, step: int) -> None:
+    if step == self.first and self.last >= self.first:
+      logging.info('Tracing steps %d to %d into %s ...', self.first, self.last, self.folder)
+      jax.profiler.start_trace(self.folder)
+      self.active = True
+
+  def after(self, step: int, outputs) -> None:
+    if self.active and step == self.last:
+      jax.block_until_ready(outputs)   # The traced steps end inside the trace.
+      jax.profiler.stop_trace()
+      self.active = False
+
+  def close(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
 
 
 class Preemption:

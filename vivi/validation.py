@@ -57,6 +57,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     value = get(config, key)
     if not (isinstance(value, (int, float)) and value > 0):
       _fail(key, value, f'the number of {what} must be > 0')
+  profile = config.profile
+  if not (isinstance(profile.first_step, int) and profile.first_step >= 1
+          and isinstance(profile.num_steps, int) and profile.num_steps >= 0):
+    _fail('profile', profile.to_dict(), 'want first_step >= 1 and num_steps >= 0 (0: no trace)')
   _check_optimisation(config)
   _check_model(config.model)
   inputs = _check_input(config)

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import tensorflow as tf
-
 from vivi import errors
+from vivi.lazy_import import tensorflow as tf
 
 _EXTRA_SEED_TAG = 0xB10B  # folded into a frame's seed for the MoCo v2 / BYOL options
 

@@ -39,11 +39,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
 from vivi.input import augment as augment_lib
 from vivi.input import records, samplers
 from vivi.input import segments as segments_lib
+from vivi.lazy_import import tensorflow as tf
 
 MASKS = ('fh', 'whole_image', 'discovered')
 

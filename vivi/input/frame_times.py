@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import tensorflow as tf
-
 from vivi.input import records
+from vivi.lazy_import import tensorflow as tf
 
 
 def parse_features(sequence_keys: Sequence[str]):

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import tensorflow as tf
-
 from vivi.input import records
+from vivi.lazy_import import tensorflow as tf
 
 # The paper's box filter (section 4.1), the one definition: "We discard objects with
 # detection score below 0.05" and "limit the number of objects ... to 5" per frame.

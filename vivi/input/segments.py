@@ -16,11 +16,19 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
-# Imported here, not inside `segment`: a first import from a tf.data worker thread
-# deadlocks (measured: the pipeline hangs once JAX is loaded). Only DetCon imports this file.
-from skimage import segmentation
+from vivi.lazy_import import tensorflow as tf
+
+_segmentation = None   # skimage.segmentation, once `load_segmentation` has run.
+
+
+def load_segmentation() -> None:
+  """Imports scikit-image's segmentation, on the thread that traces the pipeline's graph:
+  a first import from a tf.data worker thread deadlocks once JAX is loaded."""
+  global _segmentation
+  if _segmentation is None:
+    from skimage import segmentation
+    _segmentation = segmentation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +48,11 @@ class FHConfig:
 
 def fh_segments(image_uint8_hwc: tf.Tensor, cfg: FHConfig) -> tf.Tensor:
   """FH segments of a uint8 image [H, W, 3]: int32 [H, W], ids 0 .. n-1."""
+  load_segmentation()   # While the graph is traced, on the thread that builds the pipeline.
   scale, sigma, min_size = float(cfg.scale), float(cfg.sigma), int(cfg.min_size)
 
   def segment(image: np.ndarray) -> np.ndarray:
-    labels = segmentation.felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size)
+    labels = _segmentation.felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size)
     return labels.astype(np.int32)
 
   labels = tf.numpy_function(segment, [image_uint8_hwc], tf.int32, stateful=False)

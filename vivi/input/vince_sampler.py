@@ -25,9 +25,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
 from vivi.input import augment, frame_times, samplers
+from vivi.lazy_import import tensorflow as tf
 
 _ROUNDING = 1e-3  # seconds: float32 timestamps that span exactly (T-1) G still qualify
 

@@ -24,10 +24,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
 from vivi import errors
 from vivi.input import augment, frame_times, samplers
+from vivi.lazy_import import tensorflow as tf
 
 _ROUNDING = 1e-3  # seconds: float32 timestamps that span exactly clip_seconds still qualify
 

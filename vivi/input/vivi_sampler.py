@@ -20,11 +20,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
 from vivi import errors, objectives
 from vivi.input import augment, records, samplers
 from vivi.input import objects as objects_lib
+from vivi.lazy_import import tensorflow as tf
 
 
 @dataclasses.dataclass(frozen=True)
