@@ -183,12 +183,16 @@ def compile_step(config, topology: str) -> dict:
           - memory.alias_size_in_bytes + memory.temp_size_in_bytes
           + memory.generated_code_size_in_bytes)
   params = sum(x.size for x in jax.tree.leaves(state.params))
+  # Images the input pipelines deliver per step: every uint8 [..., H, W, 3] of the batch.
+  images = sum(math.prod(x.shape[:-3]) for x in jax.tree.leaves(batch)
+               if x.dtype == jnp.uint8 and x.ndim >= 4 and x.shape[-1] == 3)
   return {
       'topology': topology, 'chip': kind, 'devices': len(devices),
       'global_batch': int(config.input.batch_videos), 'image_size': int(config.input.image_size),
       'labelled_batch': int(config.labelled.batch_size) if config.labelled.dataset else 0,
       'dtype': str(jnp.dtype(config.model.dtype)), 'fsdp': bool(config.model.fsdp),
       'width': float(config.model.width), 'params': int(params),
+      'images_per_step': int(images),
       'argument_bytes': memory.argument_size_in_bytes, 'output_bytes': memory.output_size_in_bytes,
       'alias_bytes': memory.alias_size_in_bytes, 'temp_bytes': memory.temp_size_in_bytes,
       'code_bytes': memory.generated_code_size_in_bytes, 'used_bytes': int(used),
@@ -233,8 +237,11 @@ def table() -> str:
   for path in sorted(glob.glob(os.path.join(RECORDS, '*.json'))):
     with open(path) as f:
       r = json.load(f)
-    batch = f'{r["global_batch"]}' + (f' + {r["labelled_batch"]} images'
-                                      if r['labelled_batch'] else '')
+    if r['labelled_batch'] and r.get('images_per_step') == r['labelled_batch']:
+      batch = f'{r["labelled_batch"]} images'   # Labelled images only (input.sampler='none').
+    else:
+      batch = f'{r["global_batch"]} videos' + (f' + {r["labelled_batch"]} images'
+                                               if r['labelled_batch'] else '')
     steps = ' / '.join(f'{s * 1e3:.3g} ms' for s in r['step_seconds'].values())
     rows.append(
         f'| {r["command"]} | {r["topology"]} ({r["devices"]} x {r["chip"]}) | {batch} | '
@@ -246,6 +253,34 @@ def table() -> str:
   return '\n'.join(rows)
 
 
+# Hosts of a slice: chips per host and host CPUs (Google Cloud's TPU VM hosts).
+HOSTS = {'TPU v3': (4, 96), 'TPU v4': (4, 240), 'TPU v5 lite': (8, 224), 'TPU v5': (4, 208),
+         'TPU v6 lite': (8, 180)}
+# Frames per second per CPU core of the VIVI + objects tf.data pipeline at 224 px, from
+# `python -m benchmarks.input_pipeline` on a 2-core host (benchmarks/README.md, "Input
+# pipeline": 621.7 frames/s on 2 cores).
+PIPELINE_FRAMES_PER_CORE = 621.7 / 2
+
+
+def feed_table() -> str:
+  """Can the hosts feed the step? Images per second each host's tf.data must deliver for a
+  step at 40% MFU, and the host cores that takes at the measured per-core rate."""
+  rows = ['| run | hosts | images per step per host | images/s per host at 40% MFU | host '
+          'cores it takes (of) |', '| --- | --- | --- | --- | --- |']
+  for path in sorted(glob.glob(os.path.join(RECORDS, '*.json'))):
+    with open(path) as f:
+      r = json.load(f)
+    if 'images_per_step' not in r or r['chip'] not in HOSTS:
+      continue
+    chips_per_host, cpus = HOSTS[r['chip']]
+    hosts = max(1, num_chips(r['topology']) // chips_per_host)
+    per_host = r['images_per_step'] / hosts
+    rate = per_host / r['step_seconds']['40%']
+    rows.append(f'| {r["command"]} | {hosts} | {per_host:.0f} | {rate:,.0f} | '
+                f'{rate / PIPELINE_FRAMES_PER_CORE:.0f} ({cpus}) |')
+  return '\n'.join(rows)
+
+
 def render_table() -> None:
   with open(README) as f:
     text = f.read()
@@ -254,7 +289,7 @@ def render_table() -> None:
   head, rest = text.split(TABLE_BEGIN, 1)
   _, tail = rest.split(TABLE_END, 1)
   with open(README, 'w') as f:
-    f.write(f'{head}{TABLE_BEGIN}\n{table()}\n{TABLE_END}{tail}')
+    f.write(f'{head}{TABLE_BEGIN}\n{table()}\n\n{feed_table()}\n{TABLE_END}{tail}')
   print(f'{README}: the AOT table of {len(glob.glob(os.path.join(RECORDS, "*.json")))} records')
 
 

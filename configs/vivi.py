@@ -26,7 +26,9 @@ Smoke run on the embedded synthetic world:
   encoder at initialisation on the synthetic world's held-out tasks.
   Expected result: projects/synthetic_world/results.md, 'Gains per method'.
 
-Variants: '' (paper), 'tiny'. Any key can be overridden: --config.model.width=3.
+Variants: '' (paper), 'tiny'. Any key can be overridden: --config.model.width=3 (VIVI-Ex(4)-Big;
+with --config.model.fsdp=True it leaves a v3 core's HBM more headroom: the AOT table of
+benchmarks/README.md).
 """
 
 import ml_collections
