@@ -65,8 +65,9 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   config.model.downsample = 'stride'  # 'pool': stride-2 units max-pool instead (resnet_v2.py).
   # The dtype of convolutions (resnet_v2.Conv casts kernel and input to it); parameters,
   # normalisation, heads, losses, optimiser state and the EMA target stay float32.
-  # bfloat16 as TPUs run it at paper scale; float32 for the tiny runs, which XLA:CPU runs
-  # faster in float32 (benchmarks/README.md, "bfloat16 on the CPU").
+  # bfloat16 as TPUs run it at paper scale; float32 for the tiny runs: XLA:CPU runs them no
+  # faster in bfloat16 and the synthetic study's records are float32 (benchmarks/README.md,
+  # "bfloat16 on the CPU").
   config.model.dtype = 'float32' if variant == 'tiny' else 'bfloat16'
   # Shard parameters and optimiser state over devices (parallel.state_shardings), e.g. for
   # width 3.0.

@@ -66,3 +66,13 @@ def test_a_tiny_configs_full_step_compiles_for_a_tpu_topology():
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'on v4:2x2x1 (8 x TPU v4, float32' in out.stdout, out.stdout
   assert 'TFLOP per device per step' in out.stdout and 'HBM' in out.stdout, out.stdout
+
+
+def test_the_committed_aot_tables_are_what_the_records_render():
+  from benchmarks import aot
+  with open(aot.README) as f:
+    text = f.read()
+  committed = text.split(aot.TABLE_BEGIN, 1)[1].split(aot.TABLE_END, 1)[0]
+  assert committed == f'\n{aot.table()}\n\n{aot.feed_table()}\n', (
+      'benchmarks/README.md: the AOT tables differ from the records; run '
+      'python -m benchmarks.aot --table')
