@@ -76,3 +76,23 @@ def test_the_committed_aot_tables_are_what_the_records_render():
   assert committed == f'\n{aot.table()}\n\n{aot.feed_table()}\n', (
       'benchmarks/README.md: the AOT tables differ from the records; run '
       'python -m benchmarks.aot --table')
+
+
+def test_collective_bytes_count_each_collective_once_by_its_output():
+  """Hand-computed: an async all-gather counts its output (32 x 8 f32 = 1024 B), not its
+  operand; an all-reduce pair counts once at its start (10 f32 = 40 B); a reduce-scatter its
+  bf16 output (2 x 3 x 2 B = 12 B)."""
+  from benchmarks import aot
+  hlo = '\n'.join([
+      '  %ag = (f32[4,8]{1,0}, f32[32,8]{1,0}) all-gather-start(%p), dimensions={0}',
+      '  %agd = f32[32,8]{1,0} all-gather-done(%ag)',
+      '  %ar = f32[10]{0} all-reduce-start(%x), to_apply=%add',
+      '  %ard = f32[10]{0} all-reduce-done(%ar)',
+      '  %rs = bf16[2,3]{1,0} reduce-scatter(%y), dimensions={0}',
+      '  %add = f32[10]{0} add(%x, %x)'])
+  assert aot.collective_bytes(hlo) == {'all-reduce': 40, 'all-gather': 1024,
+                                       'reduce-scatter': 12, 'all-to-all': 0,
+                                       'collective-permute': 0}
+  assert aot.divisible_batches(224, 128) == (
+      'the nearest batches that 128 devices divide: 128 or 256; the device counts that divide '
+      '224: [1, 2, 4, 8, 16, 32]')
