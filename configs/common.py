@@ -42,6 +42,9 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   """The shared part; `variant='tiny'` is the smoke-run scale on the synthetic world."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Fine-tuning: start the encoder from an exported encoder folder or a training workdir's
+  # latest checkpoint ('' = random initialisation; vivi/train.py with_pretrained_encoder).
+  config.init_encoder = ''
 
   config.data = ml_collections.ConfigDict()
   config.data.dataset = ''            # A folder of records + manifest.json, or 'synthetic'.

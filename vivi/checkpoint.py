@@ -122,12 +122,13 @@ RESUMABLE_CHANGES = (
     'max_nonfinite_steps', 'probe.*', 'schedule.*', 'optimizer.weight_decay',
     'optimizer.momentum', 'optimizer.nesterov', 'objectives.*.weight',
     'objectives.*.temperature', 'objectives.*.margin', 'target_network.*', 'model.fsdp',
-    'model.dtype', 'data.cache_dir', 'labelled.data_dir', 'profile.*')
+    'model.dtype', 'data.cache_dir', 'labelled.data_dir', 'profile.*',
+    'init_encoder')
 
 
 # Config keys added after checkpoints were written, with the value those runs implicitly had.
 IMPLICIT_KEYS = {**{f'model.{k}': v for k, v in video_model.MODEL_KEY_DEFAULTS.items()},
-                 'input.masks': 'fh'}
+                 'input.masks': 'fh', 'init_encoder': ''}
 
 
 def _as_json(config: ml_collections.ConfigDict) -> dict:

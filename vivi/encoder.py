@@ -64,6 +64,12 @@ def _apply(module: resnet_v2.ResNetV2, variables: dict, images) -> dict:
 def restore_encoder(workdir: str, step: int | None = None, mesh=None) -> Encoder:
   """The encoder of a training workdir's checkpoint (see `restore_training`)."""
   state, config, step = checkpoint.restore_training(workdir, step, mesh)
+  return encoder_of_state(state, config, step, workdir)
+
+
+def encoder_of_state(state: dict, config: ml_collections.ConfigDict, step: int,
+                     workdir: str) -> Encoder:
+  """The encoder of a restored training state (`checkpoint.restore_training`)."""
   variables = {'params': state['params']['encoder']}
   if state.get('batch_stats'):
     variables['batch_stats'] = state['batch_stats']['encoder']
@@ -71,6 +77,19 @@ def restore_encoder(workdir: str, step: int | None = None, mesh=None) -> Encoder
           'objectives': sorted(config.objectives), 'input': INPUT,
           'input_dtype': 'uint8', 'input_range': [0, 255]}
   return Encoder(video_model.build_encoder(info['model']), variables, info)
+
+
+def load_pretrained(path: str, mesh=None) -> Encoder:
+  """The encoder at `path`: an `export_encoder` folder (it has encoder.json) or a training
+  workdir (its latest checkpoint); what fine-tuning starts from (`config.init_encoder`)."""
+  full = os.path.abspath(os.path.expanduser(path))
+  if os.path.exists(os.path.join(full, ENCODER_JSON)):
+    return load_encoder(full, mesh)
+  if os.path.isdir(os.path.join(full, 'checkpoints')):
+    return restore_encoder(full, None, mesh)
+  raise errors.MissingPathError(
+      f'{full} is neither an exported encoder (no {ENCODER_JSON}) nor a training workdir (no '
+      f'checkpoints/): config.init_encoder names one of them')
 
 
 def random_encoder(model: ml_collections.ConfigDict, image_size: int, seed: int,
@@ -118,9 +137,14 @@ def load_encoder(path: str, mesh=None) -> Encoder:
   module = video_model.build_encoder(info['model'])
   shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
                                               train=False))
+  return Encoder(module, restore_variables(os.path.join(path, 'variables'), shapes, mesh), info)
+
+
+def restore_variables(path: str, shapes, mesh=None) -> dict:
+  """The orbax checkpoint at `path` of variables shaped as `shapes` (a `jax.eval_shape` of
+  the module's init), replicated over `mesh` (default: all devices)."""
   sharding = parallel.replicated(mesh or parallel.make_mesh())
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                           dict(shapes))
   with ocp.StandardCheckpointer() as ckpt:
-    variables = ckpt.restore(os.path.join(path, 'variables'), abstract)
-  return Encoder(module, dict(variables), info)
+    return dict(ckpt.restore(path, abstract))

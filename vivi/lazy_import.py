@@ -32,3 +32,4 @@ class LazyModule:
 
 
 tensorflow = LazyModule('tensorflow')
+tensorflow_datasets = LazyModule('tensorflow_datasets')

@@ -95,6 +95,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   probe = lambda state: evaluators(probe_encoder(model, state))
   with checkpoint.manager(workdir, config) as mngr:  # Closed (its saves joined) on errors too.
     restored = mngr.latest_step()
+    if not restored and config.init_encoder:   # Fine-tuning: start from a trained encoder.
+      logging.info('Initialising the encoder from %s ...', config.init_encoder)
+      pretrained = encoder_api.load_pretrained(config.init_encoder, mesh)
+      state = jax.device_put(train.with_pretrained_encoder(state, pretrained, config),
+                             shardings)
     # Computed before training touches (and donates) the state.
     init_probe = init_probe_results(probe, state, workdir, resumed=bool(restored))
     if restored:

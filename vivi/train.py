@@ -103,6 +103,39 @@ def create_train_state(config, model, tx, rng) -> TrainState:
                     memory=memory)
 
 
+ARCHITECTURE_KEYS = ('depth', 'width', 'norm', 'num_groups', *video_model.MODEL_KEY_DEFAULTS)
+
+
+def with_pretrained_encoder(state: TrainState, encoder, config: ml_collections.ConfigDict
+                            ) -> TrainState:
+  """`state` with its encoder (and the target's copy of it) replaced by `encoder`'s weights
+  and BatchNorm statistics: fine-tuning from a pretrained encoder (`config.init_encoder`)
+  through the same loop and step as pretraining. Heads stay as initialised."""
+  theirs = {**video_model.MODEL_KEY_DEFAULTS, **encoder.info['model']}
+  ours = {**video_model.MODEL_KEY_DEFAULTS, **config.model.to_dict()}
+  differ = [k for k in ARCHITECTURE_KEYS if theirs.get(k) != ours.get(k)]
+  if differ:
+    raise errors.ConfigError(
+        f'config.init_encoder={config.init_encoder!r} is a different network: '
+        + ', '.join(f'model.{k}={theirs.get(k)!r} there, {ours.get(k)!r} here' for k in differ)
+        + '; set config.model to match it')
+  params = {**state.params, 'encoder': encoder.variables['params']}
+  batch_stats = dict(state.batch_stats)
+  if 'encoder' in batch_stats:
+    batch_stats['encoder'] = encoder.variables['batch_stats']
+  shapes = lambda tree: jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), tree)
+  if shapes(params) != shapes(state.params) or shapes(batch_stats) != shapes(state.batch_stats):
+    raise errors.ConfigError(f'config.init_encoder={config.init_encoder!r}: its variables do '
+                             'not fit this model (another width or depth)')
+  target = state.target
+  if target:
+    target = {'params': {**target['params'], 'encoder': params['encoder']},
+              'batch_stats': {**target['batch_stats'], **(
+                  {'encoder': batch_stats['encoder']} if 'encoder' in batch_stats else {})}}
+    target = jax.tree.map(jnp.copy, target)
+  return state.replace(params=params, batch_stats=batch_stats, target=target)
+
+
 def target_batch(batch: dict) -> dict:
   """What the target network sees: the sampler's 'target_frames' (VINCE's positives) when
   there are any, else the same frames as the online network."""

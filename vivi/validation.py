@@ -53,6 +53,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   from vivi import objectives, parallel, train
   from vivi.evaluate import suite
 
+  init = config.get('init_encoder', '')
+  if init is None:
+    raise errors.ConfigError('config.init_encoder is required by this config: set it to an '
+                             'exported encoder folder or a training workdir to fine-tune')
+  if init and not os.path.isdir(os.path.expanduser(init)):
+    raise errors.MissingPathError(f'config.init_encoder={init!r}: no such folder (it names an '
+                                  'exported encoder folder or a training workdir)')
   for key, what in POSITIVE.items():
     value = get(config, key)
     if not (isinstance(value, (int, float)) and value > 0):

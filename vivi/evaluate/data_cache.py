@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from vivi import classifier as classifier_lib
 from vivi import errors
 from vivi.evaluate import baselines, linear_probe, retrieval, vtab_tasks
 from vivi.input import labelled, synthetic_tasks
@@ -134,6 +135,9 @@ class Context:
     self._features: dict[tuple, np.ndarray] = {}
     self.counts: dict[str, int] = {}
     self.log = log
+    # The classifier this encoder's `imagenet_linear` evaluator trained, for the evaluators
+    # listed after it that score a classifier (`classifier`).
+    self.trained_classifier: classifier_lib.Classifier | None = None
 
   @property
   def split(self) -> str:
@@ -143,6 +147,29 @@ class Context:
   def is_histogram(self) -> bool:
     """The colour-histogram baseline: no feature maps, no box features."""
     return isinstance(self.encoder, baselines.ColourHistogram)
+
+  def classifier(self, path: str = '', label_space: str = classifier_lib.IMAGENET
+                 ) -> classifier_lib.Classifier:
+    """The classifier an evaluator over `label_space` scores (robustness, shape bias):
+    `path` (a classifier folder, or a training workdir of configs/imagenet_finetune.py), or
+    '' for the one this suite's `imagenet_linear` evaluator trained on this encoder."""
+    if path:
+      clf = self.cache.get(('classifier', path),
+                           lambda: classifier_lib.load_classifier(path, self.mesh))
+    elif self.trained_classifier is None:
+      raise errors.ConfigError(
+          "no classifier to score: set the evaluator's `classifier` option to a classifier "
+          'folder (<eval>/step_N/imagenet_linear/classifier) or to a training workdir of '
+          'configs/imagenet_finetune.py, or list imagenet_linear before it in '
+          'config.evaluators')
+    else:
+      clf = self.trained_classifier
+    if clf.info.get('label_space') != label_space:
+      raise errors.ConfigError(
+          f'the classifier {path or "imagenet_linear trained"} predicts '
+          f'{clf.info.get("label_space")!r} classes; this evaluator scores {label_space!r} '
+          'ones (train it on that dataset)')
+    return clf
 
   def count(self, metric: str, n: int) -> None:
     self.counts[metric] = int(n)

@@ -224,4 +224,7 @@ REGISTRY: registry.Registry[Evaluator] = registry.Registry('evaluator', 'evaluat
     'object_discovery': Evaluator(object_discovery_eval, discovery.DEFAULTS, discovery.check),
     'retrieval': Evaluator(retrieval_eval, dict(ks=(1, 5), **_HELD_OUT)),
     'pictures': Evaluator(pictures_eval, dict(num_queries=6, k=5, **_HELD_OUT)),
+    # The papers' evaluations on real datasets (TFDS under data_dir, or official releases'
+    # folders), imported on first use.
+    'imagenet_linear': 'vivi.evaluate.imagenet_transfer:LINEAR',
 })
