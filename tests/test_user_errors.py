@@ -67,7 +67,7 @@ BAD_CONFIGS = [
     ('probe.evaluators.object_discovery.feature', 'pre_logits',
      r"config.probe.evaluators.object_discovery: feature='pre_logits'; valid: \('block1'"),
     ('probe.evaluators', {'probe': {}}, r"unknown evaluators \['probe'\] in "
-     r"config.probe.evaluators; valid: \['knn', 'linear_probe'"),
+     r"config.probe.evaluators; valid: \[.*'knn', 'linear_probe', 'object_discovery'"),
     ('schedule.name', 'linear', r"config.schedule.name: unknown learning-rate schedule 'linear'; "
      r"valid: \['cosine', 'piecewise'\]"),
     ('schedule.boundaries', (10,), r"config.schedule: unknown key\(s\) \['boundaries'\] for "

@@ -227,4 +227,6 @@ REGISTRY: registry.Registry[Evaluator] = registry.Registry('evaluator', 'evaluat
     # The papers' evaluations on real datasets (TFDS under data_dir, or official releases'
     # folders), imported on first use.
     'imagenet_linear': 'vivi.evaluate.imagenet_transfer:LINEAR',
+    'video_robustness': 'vivi.evaluate.video_robustness:VIDEO_ROBUSTNESS',
+    'shape_bias': 'vivi.evaluate.shape_bias:SHAPE_BIAS',
 })
