@@ -47,6 +47,28 @@ Variants:
   retrieval  frame-to-video retrieval alone (the suite's settings): how much of a frame's
              video (its background, camera path, cast) the encoder keeps, e.g. to
              see what an image-level objective learned.
+The papers' evaluations on real data (docs/evaluations.md; TFDS datasets under data_dir and
+official release folders, never downloaded), each also as '<variant>,quick': a smoke run of
+the same evaluators on the real data with a few steps and images (checks paths and formats,
+measures nothing):
+  imagenet_linear  linear evaluation on ImageNet at 224 px (VITO A.6: SGD Nesterov 0.9, no
+             weight decay, learning rates {0.4, 0.3, 0.2, 0.1, 0.05}; 90 epochs, batch 1024)
+             chosen on 10,000 held-out training images, top-1 / top-5 on validation; writes
+             the classifier the robustness evaluators read.
+  robustness the linear classifier, then ImageNet-Vid-Robust and YouTube-BB-Robust pm-10 with
+             Clopper-Pearson intervals (VIVI Table 3, Romijnders et al. Table 5) and the
+             cue-conflict shape bias (Romijnders et al. section 5.2): set
+             --config.evaluators.video_robustness.release_dir and
+             --config.evaluators.shape_bias.stimuli_dir. 'robustness,finetuned' leaves out the
+             linear classifier: set each evaluator's `classifier` to a fine-tuned run's workdir
+             (configs/imagenet_finetune.py) or a classifier folder.
+  segmentation_voc, segmentation_ade20k  semantic segmentation transfer (VITO Table 1, B.3):
+             an FCN decoder fine-tuned with the encoder, 512-px crops, 30k (ADE20K: 60k)
+             steps of 16, mIoU on val; set --config.evaluators.semantic_segmentation.voc_dir
+             (VOCdevkit, with SBD's train_aug) or .ade_dir (ADEChallengeData2016).
+  coco_discovery  object discovery on COCO val2017 (TFDS coco/2017_panoptic; the Odin
+             slides' table): k-means of block 4, ABO per image and per object, object
+             recovery.
 Results: <workdir>/eval/step_<N>/{results.md, <evaluator>.json, *.png} and TensorBoard
 (or under --output).
 """
@@ -55,8 +77,24 @@ import ml_collections
 
 from configs import common
 
+PAPER_VARIANTS = ('imagenet_linear', 'robustness', 'segmentation_voc', 'segmentation_ade20k',
+                  'coco_discovery')
+# The FCN transfer protocol (vivi/evaluate/segmentation.py DEFAULTS give each value's source).
+SEGMENTATION = dict(head='decoder', crop_size=512, scale_range=(0.5, 2.0), batch_size=16,
+                    num_steps=30_000, learning_rate=0.02, momentum=0.9, weight_decay=1e-4)
+QUICK_SEGMENTATION = dict(head='linear', crop_size=64, batch_size=8, num_steps=10, num_train=16,
+                          num_eval=8, eval_batch_size=8)
+QUICK_LINEAR = dict(num_steps=10, held_out=64, eval_limit=64, batch_size=32, eval_batch_size=32,
+                    shuffle_buffer=256)
+
 
 def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
+  variant, *flags = variant.split(',')
+  unknown = set(flags) - {'quick', 'finetuned'}
+  if unknown or (flags and variant not in PAPER_VARIANTS):
+    raise ValueError(f'unknown variant options {flags!r}: a variant of {PAPER_VARIANTS} takes '
+                     "',quick' (and robustness ',finetuned')")
+  quick = 'quick' in flags
   config = ml_collections.ConfigDict()
   config.seed = 1
   config.image_size = common.TINY_IMAGE_SIZE   # The tiny runs' images (their blocks 3, 4: 4x4).
@@ -94,6 +132,25 @@ def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
     config.image_size = 224
     config.evaluators = dict(vtab=dict(tasks=('vtab',), step_scale=1.0, num_runs=3,
                                        batch_size=512, augment='none'))
+  elif variant in PAPER_VARIANTS:
+    config.image_size = 224
+    linear = dict(QUICK_LINEAR) if quick else {}
+    config.evaluators = dict(imagenet_linear=linear)
+    if variant.startswith('segmentation'):
+      dataset = 'pascal_voc' if variant == 'segmentation_voc' else 'ade20k'
+      paper = dict(SEGMENTATION, voc_train_set='train_aug') if dataset == 'pascal_voc' else \
+          dict(SEGMENTATION, num_steps=60_000)   # ~45 epochs of ADE20K's 20,210: our choice.
+      config.evaluators = dict(semantic_segmentation=dict(
+          QUICK_SEGMENTATION if quick else paper, dataset=dataset))
+    elif variant == 'coco_discovery':
+      config.evaluators = dict(coco_discovery=dict(num_images=16 if quick else 0))
+    if variant == 'robustness':
+      few = dict(limit=32) if quick else {}
+      if 'finetuned' in flags:
+        del config.evaluators['imagenet_linear']
+      config.evaluators.video_robustness = dict(
+          benchmarks=('imagenet_vid_robust', 'ytbb_robust'), ks=(10,), **few)
+      config.evaluators.shape_bias = dict(few)
   elif variant == 'vtab_tiny':
     config.num_test = 500
     config.evaluators = dict(vtab=dict(vtab_tiny, num_test=500))
@@ -105,5 +162,6 @@ def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
     config.evaluators = dict(retrieval=dict(ks=(1, 5), **held_out))
   else:
     raise ValueError(f"unknown variant {variant!r}: 'synthetic', 'synthetic_full', 'quick', "
-                     "'vtab', 'vtab_tiny', 'discovery', 'probe' or 'retrieval'")
+                     "'vtab', 'vtab_tiny', 'discovery', 'probe', 'retrieval' or one of "
+                     f'{PAPER_VARIANTS}')
   return config

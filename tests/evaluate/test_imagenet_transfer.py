@@ -102,3 +102,16 @@ def test_linear_evaluation_without_imagenet_names_the_dataset_and_how_to_prepare
     evaluation.evaluate(evaluation.context(encoder), 'imagenet_linear')
   message = str(e.value)
   assert 'imagenet2012' in message and str(tmp_path) in message and 'tfds build' in message
+
+
+def test_the_classifier_is_trained_before_the_evaluators_that_score_it():
+  from configs import evaluate as evaluate_configs
+  from vivi.evaluate import evaluators
+  assert evaluators.run_order(['knn', 'shape_bias', 'imagenet_linear'])[0] == \
+      'imagenet_linear'
+  assert evaluators.run_order(['shape_bias', 'knn']) == ['shape_bias', 'knn']
+  for variant in evaluate_configs.PAPER_VARIANTS:
+    for flags in ('', ',quick'):
+      suite.check(evaluate_configs.get_config(variant + flags))
+  with pytest.raises(ValueError, match='unknown variant options'):
+    evaluate_configs.get_config('vtab,quick')

@@ -294,4 +294,4 @@ def linear_eval(ctx, options) -> Result:
   return metrics, {}
 
 
-LINEAR = Evaluator(linear_eval, DEFAULTS, check)
+LINEAR = Evaluator(linear_eval, DEFAULTS, check, first=True)

@@ -79,7 +79,7 @@ class Suite:
   def __call__(self, encoder, names=None) -> dict[str, float]:
     ctx = self.context(encoder)
     out = {}
-    for name in self.config.evaluators if names is None else names:
+    for name in evaluators.run_order(self.config.evaluators if names is None else names):
       metrics, _ = self.evaluate(ctx, name)
       out.update({f'{name}/{k}': v for k, v in metrics.items()})
     return out
@@ -93,7 +93,7 @@ def run(encoder: encoder_api.Encoder, config: ml_collections.ConfigDict, mesh,
   suite = Suite(config, mesh)
   results = report.Report(out_root, encoder.info)
   ctx = suite.context(encoder, results.out_dir)
-  for n, name in enumerate(config.evaluators, 1):
+  for n, name in enumerate(evaluators.run_order(config.evaluators), 1):
     logging.info('Evaluator %d of %d: %s ...', n, len(config.evaluators), name)
     start = time.perf_counter()
     try:
