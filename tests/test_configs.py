@@ -182,7 +182,7 @@ def test_every_evaluation_suite_passes_the_suites_own_check(variant):
 
 
 def test_an_unknown_evaluation_suite_lists_the_valid_ones():
-  with pytest.raises(ValueError, match="'discovery', 'probe' or 'retrieval'"):
+  with pytest.raises(ValueError, match="'discovery', 'probe', 'retrieval' or one of"):
     _config('evaluate', 'huge')
 
 

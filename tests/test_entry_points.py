@@ -17,7 +17,7 @@ EMPTY, MISSING, UNCREATABLE = '<empty folder>', '/no/such/folder', '/proc/no/suc
 CASES = [
     (['main.py', '--config=configs/nope.py', f'--workdir={MISSING}'],
      '--config=configs/nope.py: no such config file configs/nope.py; configs has detcon.py, '
-     'evaluate.py, moclr.py'),
+     'evaluate.py, imagenet_finetune.py, moclr.py'),
     (['main.py', f'--workdir={MISSING}'], 'flag --config=None: Flag --config must have a value'),
     (['main.py', '--config=configs/vivi.py:nope', f'--workdir={MISSING}'],
      "flag --config=configs/vivi.py:nope: ValueError: unknown variant 'nope'"),

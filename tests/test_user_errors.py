@@ -148,7 +148,7 @@ def test_override_messages_name_the_level_that_exists():
   from vivi import cli
   argv = ['main.py', f'--config={ROOT}/configs/vivi.py:tiny']
   assert cli.unknown_override(argv + ['--config.optimiser.name=x']).endswith(
-      "unknown key 'optimiser': config has checkpoint_every_steps, data, input, "
+      "unknown key 'optimiser': config has checkpoint_every_steps, data, init_encoder, input, "
       'keep_checkpoints, labelled, log_every_steps, max_nonfinite_steps, model, '
       'num_train_steps, objectives, optimizer, probe, profile, schedule, seed')
   assert cli.unknown_override(argv + ['--config.model.depth.x=1']).endswith(

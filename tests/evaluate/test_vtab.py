@@ -126,6 +126,147 @@ def test_run_suite_reports_group_means_and_the_mean_over_tasks():
   assert result['mean'] == pytest.approx(0.5)
 
 
+# Validation accuracies per task (a, b, c) and setting (in `vtab.SWEEP` order), chosen so
+# that the per-task and per-model selections differ: each task's best is s0, s1 and s3,
+# the mean over tasks is (0.5, 0.5, 0.7333, 0.3667), so one setting per model is s2.
+SELECTION_VAL = {'a': (0.9, 0.1, 0.8, 0.2), 'b': (0.1, 0.9, 0.8, 0.2),
+                 'c': (0.5, 0.5, 0.6, 0.7)}
+
+
+def marked_tasks(val=SELECTION_VAL):
+  """One fake task per key of `val`, its images all equal to its index (so a trainer can
+  tell which task it is given)."""
+  tasks = []
+  for i, (name, group) in enumerate(zip(val, ['natural', 'natural', 'structured'])):
+    split = lambda n, i=i: (np.full((n, 2, 2, 3), i, np.uint8), np.zeros(n, np.int32))
+    tasks.append(vtab_tasks.TaskData(name, 3, split(800), split(200), split(50), group=group))
+  return tasks
+
+
+class SettingTrainer:
+  """A trainer deterministic in (task, setting): the validation accuracy of `val`, and test
+  accuracy 0.1 * task index + 0.01 * setting index + 0.5. Records (task, split, setting,
+  seed) of every call."""
+
+  def __init__(self, val=SELECTION_VAL):
+    self.names, self.val, self.calls = list(val), val, []
+
+  def __call__(self, train, evaluation, setting, seed):
+    task, i = self.names[int(train[0][0, 0, 0, 0])], vtab.SWEEP.index(setting)
+    split = 'val200' if len(evaluation[1]) == 200 else 'test'
+    self.calls.append((task, split, setting, seed))
+    return self.val[task][i] if split == 'val200' else 0.5 + 0.1 * self.names.index(task) + (
+        0.01 * i)
+
+
+def test_per_task_selection_chooses_each_task_best_and_keeps_the_result():
+  trainer = SettingTrainer()
+  result = vtab.run_suite(None, None, marked_tasks(), num_runs=2, seed=3,
+                          train_and_eval=trainer, log=None)
+  assert set(result) == {'tasks', 'natural', 'structured', 'mean'}  # As before the option.
+  best = {'a': 0, 'b': 1, 'c': 3}
+  for name, i in best.items():
+    task = result['tasks'][name]
+    assert task['chosen'] == [vtab.SWEEP[i].as_dict()] * 2
+    expected = 0.5 + 0.1 * list(best).index(name) + 0.01 * i
+    assert task['test_accuracies'] == pytest.approx([expected] * 2)
+  assert result['natural'] == pytest.approx((0.5 + 0.61) / 2)
+  assert result['mean'] == pytest.approx((0.5 + 0.61 + 0.73) / 3)
+  # The same as `protocol` on each task alone, which the default selection still is.
+  for task in marked_tasks():
+    alone = vtab.protocol(task, SettingTrainer(), num_runs=2, seed=3)
+    assert {k: v for k, v in result['tasks'][task.name].items()
+            if k not in ('group', 'augment')} == alone
+
+
+def test_per_model_selection_chooses_the_best_mean_over_tasks_and_retrains_every_task():
+  per_task, per_model = SettingTrainer(), SettingTrainer()
+  vtab.run_suite(None, None, marked_tasks(), num_runs=2, seed=3, train_and_eval=per_task,
+                 log=None)
+  result = vtab.run_suite(None, None, marked_tasks(), num_runs=2, seed=3,
+                          train_and_eval=per_model, log=None, selection='per_model')
+  chosen = vtab.SWEEP[2]
+  assert result['selection'] == 'per_model'
+  assert len(result['model_selection']) == 2
+  for run in result['model_selection']:
+    assert run['chosen'] == chosen.as_dict()
+    assert [v['accuracy'] for v in run['mean_validation']] == pytest.approx(
+        [0.5, 0.5, 2.2 / 3, 1.1 / 3])
+    assert [{k: v[k] for k in ('learning_rate', 'steps', 'decay_every')}
+            for v in run['mean_validation']] == [s.as_dict() for s in vtab.SWEEP]
+  for i, name in enumerate(SELECTION_VAL):
+    task = result['tasks'][name]
+    assert task['chosen'] == [chosen.as_dict()] * 2
+    assert task['test_accuracies'] == pytest.approx([0.5 + 0.1 * i + 0.02] * 2)
+    # Each task's own validation accuracies are kept with its runs.
+    assert [v['accuracy'] for v in task['runs'][0]['validation']] == list(SELECTION_VAL[name])
+  assert result['natural'] == pytest.approx((0.52 + 0.62) / 2)
+  assert result['structured'] == pytest.approx(0.72)
+  assert result['mean'] == pytest.approx((0.52 + 0.62 + 0.72) / 3)
+  # Every task is swept before any retraining, with the seeds per-task selection uses;
+  # the retrainings use them too, with the one chosen setting.
+  splits = [c[1] for c in per_model.calls]
+  assert splits == ['val200'] * 3 * 2 * 4 + ['test'] * 3 * 2
+  sweeps = lambda calls: sorted((c for c in calls if c[1] == 'val200'), key=str)
+  assert sweeps(per_model.calls) == sweeps(per_task.calls)
+  retrain_seeds = lambda calls: [(c[0], c[3]) for c in calls if c[1] == 'test']
+  assert retrain_seeds(per_model.calls) == retrain_seeds(per_task.calls)
+  assert {c[2] for c in per_model.calls if c[1] == 'test'} == {chosen}
+
+
+def test_per_model_ties_go_to_the_first_setting_and_sweep_once_sweeps_once():
+  val = {'a': (0.6, 0.8, 0.7, 0.8), 'b': (0.8, 0.6, 0.7, 0.6), 'c': (0.7, 0.7, 0.7, 0.7)}
+  trainer = SettingTrainer(val)
+  result = vtab.run_suite(None, None, marked_tasks(val), num_runs=3, train_and_eval=trainer,
+                          log=None, selection='per_model', sweep_once=True)
+  # Means 0.7 for every setting: the first in sweep order.
+  assert [run['chosen'] for run in result['model_selection']] == [vtab.SWEEP[0].as_dict()] * 3
+  assert sum(c[1] == 'val200' for c in trainer.calls) == 3 * 4
+  assert sum(c[1] == 'test' for c in trainer.calls) == 3 * 3
+
+
+def test_an_unknown_selection_is_a_config_error_listing_the_valid_ones():
+  with pytest.raises(errors.ConfigError, match=r"selection='per_dataset'; valid: "
+                     r"'per_task', 'per_model'"):
+    vtab.run_suite(None, None, marked_tasks(), train_and_eval=SettingTrainer(), log=None,
+                   selection='per_dataset')
+  import ml_collections
+
+  from vivi.evaluate import suite
+  config = ml_collections.ConfigDict({'evaluators': {'vtab': {'selection': 'best'}}})
+  with pytest.raises(errors.ConfigError) as info:
+    suite.check(config)
+  assert str(info.value) == ("config.evaluators.vtab: selection='best'; valid: 'per_task', "
+                             "'per_model'")
+  assert suite.check(ml_collections.ConfigDict({'evaluators': {'vtab': {}}}))[
+      'vtab'].selection == 'per_task'
+
+
+def test_the_vtab_evaluator_passes_selection_and_reports_only_accuracies(monkeypatch, tmp_path):
+  import json
+  import types
+
+  from vivi.evaluate import evaluators
+  given = {}
+
+  def fake_suite(module, variables, tasks, **kwargs):
+    given.update(kwargs, tasks=tasks)
+    return {'tasks': {'dtd': {'test_accuracy': 0.25}}, 'natural': 0.25, 'mean': 0.25,
+            'selection': 'per_model', 'model_selection': [{'chosen': {}}]}
+
+  monkeypatch.setattr(vtab, 'run_suite', fake_suite)
+  config = types.SimpleNamespace(get=lambda key, default=None: default, image_size=8, seed=0)
+  ctx = types.SimpleNamespace(encoder=types.SimpleNamespace(module=None, variables=None),
+                              config=config, mesh=None, log=None, out_dir=str(tmp_path))
+  options = evaluators.REGISTRY.options('vtab', {'tasks': ('dtd',), 'selection': 'per_model'},
+                                        'config.evaluators.vtab')
+  metrics, _ = evaluators.vtab_eval(ctx, options)
+  assert given['selection'] == 'per_model' and given['tasks'] == ['dtd']
+  assert metrics == {'dtd': 0.25, 'mean/natural': 0.25, 'mean': 0.25}
+  with open(tmp_path / 'vtab_runs.json') as f:
+    assert json.load(f)['selection'] == 'per_model'
+
+
 def test_the_19_vtab_tasks():
   assert len(vtab_tasks.TASKS) == 19
   tasks = vtab_tasks.TASKS

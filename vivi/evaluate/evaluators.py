@@ -76,9 +76,10 @@ def knn_eval(ctx: data_cache.Context, options) -> Result:
 
 def vtab_eval(ctx: data_cache.Context, options) -> Result:
   """The VTAB-1k protocol (vtab.py): fine-tuning sweep (`learning_rates` x `schedules`,
-  (steps, decay every)), selection on val200, retraining on 1000, median of `num_runs`;
-  `augment` 'none' or '' (each task's label-preserving default), `num_test` 0: the whole
-  test split."""
+  (steps, decay every)), selection on val200 (`selection` 'per_task', or 'per_model': one
+  setting for all tasks, the best mean over them, as VIVI section 4 does), retraining on
+  1000, median of `num_runs`; `augment` 'none' or '' (each task's label-preserving
+  default), `num_test` 0: the whole test split. Writes every run to vtab_runs.json."""
   tasks = [t for spec in options.tasks for t in vtab_tasks.task_names(spec)]
   sweep = [vtab.Setting(lr, steps, decay) for lr in options.learning_rates
            for steps, decay in options.schedules]
@@ -90,12 +91,13 @@ def vtab_eval(ctx: data_cache.Context, options) -> Result:
                        seed=ctx.config.seed, mesh=ctx.mesh, log=ctx.log,
                        augment=options.augment or None,
                        recalibrate_batch_stats=options.recalibrate_batch_stats,
-                       sweep_once=options.sweep_once)
+                       sweep_once=options.sweep_once, selection=options.selection)
   with open(os.path.join(ctx.out_dir, 'vtab_runs.json'), 'w') as f:
     json.dump(out, f, indent=1, default=float)
   metrics = {t: r['test_accuracy'] for t, r in out['tasks'].items()}
   # VTAB's score ('mean', over tasks) and the group means ('mean/natural', ...).
-  metrics.update({g if g == 'mean' else f'mean/{g}': v for g, v in out.items() if g != 'tasks'})
+  metrics.update({g if g == 'mean' else f'mean/{g}': v for g, v in out.items()
+                  if g not in ('tasks', 'selection', 'model_selection')})
   return metrics, {}
 
 
@@ -227,7 +229,8 @@ REGISTRY: registry.Registry[Evaluator] = registry.Registry('evaluator', 'evaluat
     'vtab': Evaluator(vtab_eval, dict(
         tasks=('vtab',), step_scale=1.0, num_runs=3, batch_size=512,
         learning_rates=vtab.LEARNING_RATES, schedules=vtab.SCHEDULES, augment='none',
-        recalibrate_batch_stats=False, sweep_once=False, num_test=0)),
+        recalibrate_batch_stats=False, sweep_once=False, num_test=0, selection='per_task'),
+        lambda options: vtab.check_selection(options.selection, 'selection')),
     'pm_k': Evaluator(pm_k_eval, dict(ks=(1, 4), num_videos=40, frames_per_video=12)),
     'object_nn': Evaluator(object_nn_eval, dict(_HELD_OUT)),
     'object_discovery': Evaluator(object_discovery_eval, discovery.DEFAULTS, discovery.check),
