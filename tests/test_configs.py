@@ -173,12 +173,19 @@ def test_tiny_runs_share_budget_optimiser_and_learning_rate_rule(name):
 
 
 @pytest.mark.parametrize('variant', ['synthetic', 'synthetic_full', 'quick', 'vtab',
-                                     'vtab_tiny', 'discovery', 'probe', 'retrieval'])
+                                     'vtab_per_task', 'vtab_tiny', 'discovery', 'probe',
+                                     'retrieval'])
 def test_every_evaluation_suite_passes_the_suites_own_check(variant):
   from vivi.evaluate import suite
   config = _config('evaluate', variant)
   suite.check(config)
   assert config.evaluators
+
+
+def test_the_vtab_suites_select_as_their_papers():
+  vivi, per_task = (_config('evaluate', v).evaluators.vtab for v in ('vtab', 'vtab_per_task'))
+  assert (vivi.selection, vivi.num_runs) == ('per_model', 3)           # VIVI section 4.
+  assert (per_task.selection, per_task.num_runs) == ('per_task', 12)   # Romijnders et al. 4.2.
 
 
 def test_an_unknown_evaluation_suite_lists_the_valid_ones():

@@ -47,6 +47,9 @@ CASES = [
      'the following arguments are required: --out, --image_size, --seed'),
     (['launch/local.py', '--', 'nope.py'], 'nope.py: no such script to run'),
     (['launch/local.py'], 'give the script to run after --'),
+    (['compare.py', f'a={MISSING}', f'b={EMPTY}'], f'{MISSING}: no such file or folder'),
+    (['compare.py', f'a={EMPTY}', f'b={EMPTY}'], f'{EMPTY}: no vtab_runs.json'),
+    (['compare.py', 'a'], "model 'a': expected NAME=PATH[,PATH...]"),
 ]
 
 
