@@ -60,10 +60,14 @@ measures nothing):
              weight decay, learning rates {0.4, 0.3, 0.2, 0.1, 0.05}; 90 epochs, batch 1024)
              chosen on 10,000 held-out training images, top-1 / top-5 on validation; writes
              the classifier the robustness evaluators read.
-  robustness the linear classifier, then ImageNet-Vid-Robust and YouTube-BB-Robust pm-10 with
-             Clopper-Pearson intervals (VIVI Table 3, Romijnders et al. Table 5) and the
-             cue-conflict shape bias (Romijnders et al. section 5.2): set
-             --config.evaluators.video_robustness.release_dir and
+  robustness the linear classifier, then the robustness rows of Romijnders et al. Table 5 and
+             VITO Table 1: ImageNet validation, -V2, -A and -R (on their 200 classes), -Sketch
+             (TFDS), ImageNet-C's mCE against AlexNet's errors (TFDS imagenet2012_corrupted;
+             ImageNet-3DCC too with --config.evaluators.imagenet_c.dcc_dir), ObjectNet's 113
+             overlapping classes (set --config.evaluators.objectnet.objectnet_dir),
+             ImageNet-Vid-Robust and YouTube-BB-Robust pm-10 with Clopper-Pearson intervals
+             (VIVI Table 3) and the cue-conflict shape bias (Romijnders et al. section 5.2):
+             set --config.evaluators.video_robustness.release_dir and
              --config.evaluators.shape_bias.stimuli_dir. 'robustness,finetuned' leaves out the
              linear classifier: set each evaluator's `classifier` to a fine-tuned run's workdir
              (configs/imagenet_finetune.py) or a classifier folder.
@@ -155,6 +159,9 @@ def get_config(variant: str = 'synthetic') -> ml_collections.ConfigDict:
       few = dict(limit=32) if quick else {}
       if 'finetuned' in flags:
         del config.evaluators['imagenet_linear']
+      config.evaluators.imagenet_variants = dict(few)
+      config.evaluators.imagenet_c = dict(few)
+      config.evaluators.objectnet = dict(few)
       config.evaluators.video_robustness = dict(
           benchmarks=('imagenet_vid_robust', 'ytbb_robust'), ks=(10,), **few)
       config.evaluators.shape_bias = dict(few)

@@ -241,6 +241,9 @@ REGISTRY: registry.Registry[Evaluator] = registry.Registry('evaluator', 'evaluat
     'imagenet_linear': 'vivi.evaluate.imagenet_transfer:LINEAR',
     'video_robustness': 'vivi.evaluate.video_robustness:VIDEO_ROBUSTNESS',
     'shape_bias': 'vivi.evaluate.shape_bias:SHAPE_BIAS',
+    'imagenet_variants': 'vivi.evaluate.imagenet_robustness:VARIANTS',
+    'imagenet_c': 'vivi.evaluate.imagenet_robustness:CORRUPTIONS',
+    'objectnet': 'vivi.evaluate.imagenet_robustness:OBJECTNET',
     'semantic_segmentation': 'vivi.evaluate.segmentation:SEGMENTATION',
     'coco_discovery': 'vivi.evaluate.coco_discovery:COCO_DISCOVERY',
 })
