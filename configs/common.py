@@ -66,6 +66,9 @@ def base(variant: str = '') -> ml_collections.ConfigDict:
   config.model.stem = 'imagenet'
   config.model.stem_stride = 1
   config.model.downsample = 'stride'  # 'pool': stride-2 units max-pool instead (resnet_v2.py).
+  # 'keras': Keras' ResNet50V2 units; 'timm': timm's ResNetV2 (stride in each stage's first
+  # unit, no conv biases), which evaluate.py --export_timm writes for PyTorch (resnet_v2.py).
+  config.model.layout = 'keras'
   # The dtype of convolutions (resnet_v2.Conv casts kernel and input to it); parameters,
   # normalisation, heads, losses, optimiser state and the EMA target stay float32.
   # bfloat16 as TPUs run it at paper scale; float32 for the tiny runs: XLA:CPU runs them no

@@ -59,6 +59,9 @@ BAD_CONFIGS = [
     ('optimizer.momentum', 1.5, r'optimizer.momentum=1.5'),
     ('model.depth', 34, r'model.depth=34: valid: \[14, '),
     ('model.norm', 'layer', r"model.norm='layer'"),
+    ('model.layout', 'torch', r"config.model.layout='torch': valid: \['keras', 'timm'\]"),
+    ('model.layout', 'timm', r"config.model.layout='timm' is timm's ResNetV2, which has the "
+     r"'imagenet' stem and downsample='stride' only; got model.stem='small'"),
     ('objectives.exemplar', {'weight': 1.0, 'wieght': 2.0},
      r"objectives.exemplar: unknown key\(s\) \['wieght'\]"),
     ('objectives.vince', {'weight': 1.0}, r'config.target_network .* configures the EMA'),

@@ -118,10 +118,15 @@ def _check_optimisation(config: ml_collections.ConfigDict) -> None:
 def _check_model(model: ml_collections.ConfigDict) -> None:
   from vivi.models import resnet_v2
   valid = {'depth': list(resnet_v2.STAGE_SIZES), 'norm': resnet_v2.NORMS,
-           'stem': resnet_v2.STEMS, 'stem_stride': (1, 2), 'downsample': resnet_v2.DOWNSAMPLES}
+           'stem': resnet_v2.STEMS, 'stem_stride': (1, 2), 'downsample': resnet_v2.DOWNSAMPLES,
+           'layout': resnet_v2.LAYOUTS}
   for key, values in valid.items():
     if model[key] not in values:
       _fail(f'model.{key}', model[key], f'valid: {list(values)}')
+  problem = model.layout == 'timm' and resnet_v2.timm_layout_problem(
+      model.stem, model.downsample, model.width)
+  if problem:
+    raise errors.ConfigError(f'config.{problem}')
 
 
 def _check_input(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:

@@ -27,7 +27,8 @@ from vivi.models import box_features, resnet_v2
 
 # `config.model` keys added after checkpoints were written, with the value those checkpoints
 # implicitly had (an old encoder.json or training config without them means this).
-MODEL_KEY_DEFAULTS = {'stem': 'imagenet', 'stem_stride': 1, 'downsample': 'stride'}
+MODEL_KEY_DEFAULTS = {'stem': 'imagenet', 'stem_stride': 1, 'downsample': 'stride',
+                      'layout': 'keras'}
 
 
 def build_encoder(model: Mapping[str, Any]) -> resnet_v2.ResNetV2:
@@ -37,7 +38,7 @@ def build_encoder(model: Mapping[str, Any]) -> resnet_v2.ResNetV2:
   return resnet_v2.ResNetV2(depth=m['depth'], width=m['width'], norm=m['norm'],
                             num_groups=m['num_groups'], stem=m['stem'],
                             stem_stride=m['stem_stride'], downsample=m['downsample'],
-                            dtype=jnp.dtype(m['dtype']))
+                            layout=m['layout'], dtype=jnp.dtype(m['dtype']))
 
 
 def normalize_images(images):
