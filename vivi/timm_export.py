@@ -12,6 +12,10 @@ and in PyTorch (`pip install -e '.[timm]'`):
   model.load_state_dict(safetensors.torch.load_file('/tmp/resnet.safetensors'))
   model.eval()   # images: RGB NCHW float in [0, 1], normalised by spec['pretrained_cfg']
 
+in a PyTorch process: PyPI's torch (the build timm's torchvision needs) loads triton, whose
+native libraries crash a process that has imported TensorFlow (as vivi's input pipeline
+does), so the tests, too, run timm in a process of its own (tests/timm_features.py).
+
 Only an encoder trained with `model.layout='timm'` (vivi/models/resnet_v2.py) exports: the
 Keras layout puts each stage's stride in its last unit, whose shortcut subsamples the
 identity, a unit that timm's models/resnetv2.py (`PreActBottleneck`, `DownsampleConv`)
