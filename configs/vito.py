@@ -27,8 +27,18 @@ Smoke run on the synthetic world, rendered at 4 fps (about ten frames per 2.56 s
 
   Expected result: projects/synthetic_world/results.md, 'Gains per method'.
 
-Variants, comma-separated: a size ('' or 'tiny') and optionally 'no_attention' (global
-average pooling of the same two blocks instead of attention pooling; Figure B.2).
+Variants, comma-separated: a size ('' or 'tiny') and optionally one ablation row:
+  pooling (Figure B.2, right; section 4.4 "Multi-scale attention pooling"):
+    no_attention     global average pooling of the same two blocks (2-scale, no attention);
+    single_scale     attention pooling of block 4 alone;
+    average_pooling  global average pooling of block 4 alone (the standard single-scale
+                     contrastive head);
+  temporal sampling (Figure B.3; vivi/input/vito_sampler.py):
+    delta            the 3 views at fixed spacing T/2 in the clip (Gordon et al.'s scheme);
+    uniform          one view uniform in each third of the clip (Xu and Wang's).
+The paper's claims (section 4.4, B.2): 2-scale attention above 2-scale average pooling above
+single-scale attention, itself +0.2% mIoU above single-scale average pooling; marginal
+sampling above delta and uniform on PASCAL and ADE20K.
 """
 
 import ml_collections
@@ -36,6 +46,7 @@ import ml_collections
 from configs import common
 
 TINY_LR_MULTIPLIER = 1   # Chosen by the validation sweep (configs/common.py).
+ABLATIONS = ('no_attention', 'single_scale', 'average_pooling', 'delta', 'uniform')
 
 
 # The TPU slice (benchmarks/aot.py): not named in the paper; 512 TPU v3 cores, what BYOL
@@ -44,7 +55,7 @@ TPU_SLICE = 'v3:16x16'
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
-  size, ablation = common.parse_variant(variant, 'configs/vito.py', ('no_attention',))
+  size, ablation = common.parse_variant(variant, 'configs/vito.py', ABLATIONS)
   config = common.base(size)
 
   config.input = ml_collections.ConfigDict()
@@ -55,11 +66,15 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.input.image_size = 224
   config.input.augment = 'byol'        # vivi/input/augment.py; view i uses BYOL's view i % 2.
   config.input.crop_area = (0.4, 1.0)  # Section 3.1: minimum crop scale 0.4.
+  # Marginal sampling (eq. 1); 'delta' and 'uniform' are Figure B.3's alternatives.
+  config.input.temporal = ablation if ablation in ('delta', 'uniform') else 'marginal'
 
   config.objectives = ml_collections.ConfigDict()
-  config.objectives.vito = dict(weight=1.0, scales=('block3', 'block4'), attention=not ablation,
-                                attention_hidden=512, projector_hidden=4096, projection_dim=256,
-                                temperature=0.1)
+  single = ablation in ('single_scale', 'average_pooling')
+  config.objectives.vito = dict(
+      weight=1.0, scales=('block4',) if single else ('block3', 'block4'),
+      attention=ablation not in ('no_attention', 'average_pooling'), attention_hidden=512,
+      projector_hidden=4096, projection_dim=256, temperature=0.1)
   config.target_network = dict(momentum=0.996, schedule='cosine')
 
   config.optimizer = dict(name='lars', momentum=0.9, nesterov=False, weight_decay=1.5e-6)

@@ -22,7 +22,8 @@ VARIANTS = {
     'vivi_cotrain': ['', 'tiny'],
     'vivi_obj_cotrain': ['', 'tiny'],
     'vince': ['', 'tiny', 'tiny,same_frame', 'multi_frame'],
-    'vito': ['', 'tiny', 'tiny,no_attention'],
+    'vito': ['', 'tiny', 'tiny,no_attention', 'tiny,single_scale', 'tiny,average_pooling',
+             'tiny,delta', 'tiny,uniform'],
     'detcon': ['', 'tiny', 'tiny,whole_image'],
     'odin': ['', 'tiny'],
     'moclr': ['', 'tiny'],
@@ -69,7 +70,16 @@ def test_published_values():
   t = _config('vito')
   assert (t.input.num_views, t.input.clip_seconds, t.input.crop_area[0],
           tuple(t.objectives.vito.scales)) == (3, 2.56, 0.4, ('block3', 'block4'))
-  assert _config('vito', 'no_attention').objectives.vito.attention is False
+  assert t.input.temporal == 'marginal'
+  rows = {v: _config('vito', v) for v in ('no_attention', 'single_scale', 'average_pooling',
+                                          'delta', 'uniform')}
+  assert {v: (tuple(c.objectives.vito.scales), c.objectives.vito.attention, c.input.temporal)
+          for v, c in rows.items()} == {
+      'no_attention': (('block3', 'block4'), False, 'marginal'),
+      'single_scale': (('block4',), True, 'marginal'),
+      'average_pooling': (('block4',), False, 'marginal'),
+      'delta': (('block3', 'block4'), True, 'delta'),
+      'uniform': (('block3', 'block4'), True, 'uniform')}
   d = _config('detcon')
   assert d.input.num_masks == 16 and d.objectives.detcon.temperature == 0.1
 

@@ -134,6 +134,47 @@ def test_vito_views_lie_in_one_clip_of_one_shot(tmp_path):
   assert spread.max() >= 5 and spread.min() <= 2                   # Marginal, not fixed.
 
 
+@pytest.mark.parametrize('temporal,mean_gap', [('marginal', 1 / 3), ('delta', 2 / 3),
+                                               ('uniform', 4 / 9)])
+def test_vito_temporal_schemes_against_their_definitions(temporal, mean_gap):
+  # VITO Figure B.3: marginal = iid uniform times in the clip; delta = fixed spacing; uniform
+  # = one uniform time per non-overlapping chunk. Expected mean |t_i - t_j| over the 3 pairs
+  # of 3 views, in clip lengths, by hand: marginal E|u - u'| = 1/3; delta (1/2 + 1/2 + 1) / 3;
+  # uniform (1/3 + 1/3 + 2/3) / 3 (chunks i, j: E|(j - i + u' - u) / 3| = |j - i| / 3).
+  import tensorflow as tf
+  u = tf.random.stateless_uniform([20000, 3], [0, 1], dtype=tf.float64)
+  offsets = tf.stack([vito_sampler.view_offsets(temporal, row) for row in tf.unstack(u[:200])])
+  offsets = offsets.numpy()
+  reference = {'marginal': u[:200].numpy(),
+               'delta': np.broadcast_to(np.linspace(0, 1, 3), (200, 3)),
+               'uniform': (np.arange(3) + u[:200].numpy()) / 3}[temporal]
+  np.testing.assert_allclose(offsets, reference, rtol=0, atol=1e-12)
+  many = np.stack([vito_sampler.view_offsets(temporal, row) for row in u.numpy()])
+  assert many.min() >= 0 and many.max() <= 1
+  gaps = np.abs(many[:, [0, 0, 1]] - many[:, [1, 2, 2]])
+  assert gaps.mean() == pytest.approx(mean_gap, abs=0.005)
+  if temporal == 'marginal':   # The mode of the gaps' density 2 (1 - x) is at 0.
+    histogram = np.histogram(gaps[:, 0], bins=5, range=(0, 1))[0]
+    assert list(histogram) == sorted(histogram, reverse=True)
+
+
+def test_vito_delta_and_uniform_place_the_views_in_the_clip(tmp_path):
+  # 4 fps, a 2 s clip: delta's views are 1 s = 4 frames apart; uniform's in clip order.
+  videos = [_video(f'v{i}', [12, 20], fps=4.0) for i in range(16)]
+  (tmp_path / 'd').mkdir()
+  (tmp_path / 'u').mkdir()
+  delta = vito_sampler.VitoSampler(augment=(NO_AUGMENT,), clip_seconds=2.0, temporal='delta')
+  frame, _ = _decode(_run(tmp_path / 'd', videos, delta, batch_size=16)[1][0]['frames'])
+  assert np.all(frame[:, 1] - frame[:, 0] == 4) and np.all(frame[:, 2] - frame[:, 1] == 4)
+  uniform = vito_sampler.VitoSampler(augment=(NO_AUGMENT,), clip_seconds=2.0,
+                                     temporal='uniform')
+  frame, _ = _decode(_run(tmp_path / 'u', videos, uniform, batch_size=16)[1][0]['frames'])
+  assert np.all(np.diff(frame, axis=1) >= 0) and np.all(frame[:, 2] - frame[:, 0] <= 8)
+  assert len({tuple(np.diff(f)) for f in frame}) > 1        # Not a fixed spacing.
+  with pytest.raises(ValueError, match=r"input.temporal must be one of \('marginal', "):
+    vito_sampler.VitoSampler(augment=(NO_AUGMENT,), temporal='fixed')
+
+
 def test_vito_skips_videos_without_a_long_enough_shot(tmp_path):
   # Skips are counted up to the last batch's video: the usable video comes last.
   videos = [_video('short', [10, 10], fps=4.0), _video('one_frame_shots', [1] * 20, fps=4.0),

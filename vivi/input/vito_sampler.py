@@ -8,6 +8,16 @@ as the stored frame nearest to that time. View i is augmented with
 `augment[i % len(augment)]`, e.g. BYOL's asymmetric pair (`augment.byol(size, 0)`,
 `augment.byol(size, 1)`), as eq. 1's A_1, A_2.
 
+Temporal sampling schemes (`temporal`; VITO Figure B.3 compares them, marginal best):
+  'marginal' (VITO's): each view at an independent uniform time in the clip, so the
+    pairwise time differences have their mode at 0;
+  'delta': fixed spacing, as Gordon et al. (VINCE) sample frames G apart: view i at
+    i * T / (n - 1) after a uniform clip start (n = 1: the start), every pair of views
+    exactly a multiple of T / (n - 1) apart;
+  'uniform': the clip cut into n non-overlapping chunks of T / n, view i uniform within
+    chunk i (Xu and Wang's sampling, as Figure B.3 describes it).
+`view_offsets` maps n uniforms in [0, 1) to the views' offsets in units of the clip.
+
 Our choice, not the paper's: the clip lies within one shot of the record, since a shot cut
 is not a natural transformation of the scene. The clip's position is uniform over all
 positions inside shots (a shot is picked with probability proportional to its room for the
@@ -30,6 +40,23 @@ from vivi.input import augment, frame_times, samplers
 from vivi.lazy_import import tensorflow as tf
 
 _ROUNDING = 1e-3  # seconds: float32 timestamps that span exactly clip_seconds still qualify
+TEMPORAL = ('marginal', 'delta', 'uniform')   # `VitoSampler.temporal`; module docstring.
+
+
+def view_offsets(temporal: str, uniforms):
+  """The views' times as fractions of the clip, [n] in [0, 1], from n uniforms in [0, 1)
+  (a tf or NumPy vector; the result has its type): 'marginal' the uniforms themselves,
+  'delta' i / (n - 1) whatever the uniforms, 'uniform' (i + u_i) / n."""
+  n = uniforms.shape[0]
+  index = tf.range(n, dtype=uniforms.dtype) if tf.is_tensor(uniforms) else np.arange(
+      n, dtype=uniforms.dtype)
+  if temporal == 'marginal':
+    return uniforms
+  if temporal == 'delta':
+    return index / max(n - 1, 1)
+  if temporal == 'uniform':
+    return (index + uniforms) / n
+  raise ValueError(f'input.temporal must be one of {TEMPORAL}, got {temporal!r}')
 
 
 def check_frame_rate(fps: float, clip_seconds: float, where: str) -> None:
@@ -46,6 +73,7 @@ class VitoSampler:
   augment: tuple[augment.AugmentConfig, ...]   # view i uses augment[i % len(augment)]
   num_views: int = 3
   clip_seconds: float = 2.56
+  temporal: str = 'marginal'
 
   def __post_init__(self):
     if isinstance(self.augment, augment.AugmentConfig):
@@ -54,6 +82,8 @@ class VitoSampler:
     sizes = {a.image_size for a in self.augment}
     if len(sizes) != 1:
       raise ValueError(f'the views\' augmentations must share one image_size, got {sizes}')
+    if self.temporal not in TEMPORAL:
+      raise ValueError(f'input.temporal must be one of {TEMPORAL}, got {self.temporal!r}')
     if self.num_views < 1 or not self.clip_seconds > 0:
       raise ValueError(f'need num_views >= 1 and clip_seconds > 0, got {self.num_views} and '
                        f'{self.clip_seconds}')
@@ -82,8 +112,8 @@ class VitoSampler:
     shot = tf.cast(tf.random.stateless_categorical(logits[None], 1, seeds[0])[0, 0], tf.int32)
     clip_start = start[shot] + (tf.random.stateless_uniform([], seeds[1])
                                 * tf.maximum(room[shot], 0.0))
-    times = clip_start + self.clip_seconds * tf.random.stateless_uniform([self.num_views],
-                                                                         seeds[2])
+    times = clip_start + self.clip_seconds * view_offsets(
+        self.temporal, tf.random.stateless_uniform([self.num_views], seeds[2]))
     frames = tf.clip_by_value(frame_times.nearest_frame(parsed['image/timestamp'], times),
                               first[shot], last[shot])
     return {'ok': ok, 'jpegs': tf.gather(parsed['image/encoded'], frames)}
@@ -98,7 +128,8 @@ class VitoSampler:
 
 # config.input keys of this sampler beyond samplers.SHARED_KEYS, with VITO's values
 # (configs/vito.py says where each comes from).
-DEFAULTS = dict(num_views=3, clip_seconds=2.56, augment='byol', crop_area=(0.4, 1.0))
+DEFAULTS = dict(num_views=3, clip_seconds=2.56, temporal='marginal', augment='byol',
+                crop_area=(0.4, 1.0))
 POSITIVE = ('num_views',)   # Keys that must be >= 1.
 
 
@@ -111,6 +142,7 @@ def from_config(options, config, manifest, folder: str) -> VitoSampler:
   """The sampler of a resolved `config.input` for the dataset in `folder`."""
   check_frame_rate(manifest.fps, options.clip_seconds, folder)
   return VitoSampler(num_views=options.num_views, clip_seconds=options.clip_seconds,
+                     temporal=options.temporal,
                      augment=augment.from_config(options, options.num_views))
 
 
