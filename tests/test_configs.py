@@ -18,7 +18,7 @@ from vivi.models import box_features, video_model
 VARIANTS = {
     'vivi': ['', 'tiny'],
     'vivi_obj': ['', 'tiny', 'tiny,random_boxes', 'tiny,also_ce', 'tiny,ce_only',
-                 'tiny,distill'],
+                 'tiny,distill', 'tiny,object_only'],
     'vivi_cotrain': ['', 'tiny'],
     'vivi_obj_cotrain': ['', 'tiny'],
     'vince': ['', 'tiny', 'tiny,same_frame', 'multi_frame'],
@@ -53,7 +53,8 @@ def test_unknown_variant_is_an_error(name):
 def test_an_unknown_option_lists_the_valid_ones():
   with pytest.raises(ValueError, match=r"unknown variant 'tiny,random_box' of "
                      r"configs/vivi_obj.py: want \[tiny\]\[,option\] with an option from "
-                     r"\('random_boxes', 'random_labels', 'also_ce', 'ce_only', 'distill'\)"):
+                     r"\('random_boxes', 'random_labels', 'also_ce', 'ce_only', 'distill', "
+                     r"'object_only'\)"):
     _config('vivi_obj', 'tiny,random_box')
 
 
@@ -80,6 +81,7 @@ def test_published_values():
       'average_pooling': (('block4',), False, 'marginal'),
       'delta': (('block3', 'block4'), True, 'delta'),
       'uniform': (('block3', 'block4'), True, 'uniform')}
+  assert set(_config('vivi_obj', 'object_only').objectives) == {'object_triplet'}
   d = _config('detcon')
   assert d.input.num_masks == 16 and d.objectives.detcon.temperature == 0.1
 
